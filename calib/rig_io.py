@@ -1,0 +1,113 @@
+"""`rig.json`: headcap's own rig file (schema_version 1).
+
+```json
+{"schema_version": 1, "convention": "opencv", "units": "m",
+ "cameras": [{"id": "cam00", "width": 1100, "height": 1604,
+              "K": [[fx, s, cx], [0, fy, cy], [0, 0, 1]],
+              "distortion_model": "opencv", "distortion": [k1, k2, p1, p2, k3],
+              "cam_from_world": [[...4 rows of 4...]]}]}
+```
+`convention` is always "opencv" (x right, y down, z forward; pixel centres at integer
+coordinates); `units` is "m" (also accepted on read: "cm", "mm", converted to metres).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from calib.camera import Camera, Rig
+from calib.fileio import FileFormatError, read_json, require, write_json
+
+SCHEMA_VERSION = 1
+UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
+
+def rig_to_dict(rig: Rig) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "convention": "opencv",
+        "units": "m",
+        "cameras": [
+            {
+                "id": cam.id,
+                "width": cam.width,
+                "height": cam.height,
+                "K": cam.K.tolist(),
+                "distortion_model": cam.distortion_model,
+                "distortion": cam.distortion.tolist(),
+                "cam_from_world": cam.cam_from_world.tolist(),
+            }
+            for cam in rig
+        ],
+    }
+
+
+def rig_from_dict(data, path="rig.json") -> Rig:
+    version = require(data, "schema_version", path, types=int)
+    if version != SCHEMA_VERSION:
+        raise FileFormatError(path, "schema_version", f"unsupported version {version!r} (this headcap reads {SCHEMA_VERSION})")
+    convention = require(data, "convention", path, types=str)
+    if convention != "opencv":
+        raise FileFormatError(path, "convention", f"unsupported convention {convention!r}; rig.json stores 'opencv' "
+                              "(convert other conventions with `headcap rig convert`)")
+    units = require(data, "units", path, types=str)
+    if units not in UNIT_SCALE:
+        raise FileFormatError(path, "units", f"unknown units {units!r}; expected one of {sorted(UNIT_SCALE)}")
+    scale = UNIT_SCALE[units]
+    cams = require(data, "cameras", path, types=list)
+    if not cams:
+        raise FileFormatError(path, "cameras", "empty camera list")
+    out: list[Camera] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(cams):
+        prefix = f"cameras[{i}]."
+        cam_id = require(entry, "id", path, prefix, types=str)
+        if cam_id in seen:
+            raise FileFormatError(path, f"{prefix}id", f"duplicate camera id {cam_id!r}")
+        seen.add(cam_id)
+        prefix = f"cameras[{i}] ({cam_id}).".replace(") .", ").")
+        try:
+            cfw = np.asarray(require(entry, "cam_from_world", path, prefix, types=list), dtype=np.float64)
+            if cfw.shape == (4, 4):
+                cfw = cfw.copy()
+                cfw[:3, 3] *= scale
+            cam = Camera(
+                id=cam_id,
+                width=require(entry, "width", path, prefix, types=int),
+                height=require(entry, "height", path, prefix, types=int),
+                K=_matrix(require(entry, "K", path, prefix, types=list), path, prefix + "K"),
+                distortion_model=require(entry, "distortion_model", path, prefix, types=str),
+                distortion=_matrix(entry.get("distortion", []), path, prefix + "distortion"),
+                cam_from_world=cfw,
+            )
+        except FileFormatError:
+            raise
+        except ValueError as exc:
+            field = _field_from_message(str(exc))
+            raise FileFormatError(path, prefix + field, str(exc)) from None
+        out.append(cam)
+    return Rig.from_list(out, where=str(path))
+
+
+def _matrix(value, path, field):
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FileFormatError(path, field, f"not a numeric array: {value!r}") from None
+
+
+def _field_from_message(message: str) -> str:
+    for name in ("cam_from_world", "distortion_model", "distortion", "K", "width", "height"):
+        if f"'{name}'" in message:
+            return name
+    return "<camera>"
+
+
+def read_rig(path) -> Rig:
+    path = Path(path)
+    return rig_from_dict(read_json(path), path)
+
+
+def write_rig(rig: Rig, path) -> None:
+    write_json(path, rig_to_dict(rig))

@@ -1,0 +1,5 @@
+import sys
+
+from headcap.cli import main
+
+sys.exit(main())
