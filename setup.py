@@ -25,7 +25,9 @@ EXTRAS = {
     # (pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch)
     "cuda": ["gsplat>=1.5"],
     "ray": ["ray>=2.40"],
-    "oracle": ["gsplat>=1.5"],
+    # outside implementations our tests compare against (skipped when absent)
+    "oracle": ["gsplat>=1.5", "pycolmap>=3.11"],
+    "colmap": ["pycolmap>=3.11"],
 }
 
 setup(

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
         print(f"headcap {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
