@@ -1,0 +1,5 @@
+"""The synthetic studio: renders a complete rig (or monocular) session of a head model with
+known identity, expressions, head motion, texture and lighting, and writes its ground truth.
+
+Entry point: `headcap.studio.synthesize.synthesize_session` (the `headcap synth` command).
+"""
