@@ -1,0 +1,73 @@
+"""Ingest speed: 16 cameras at NeRSemble size (1100x1604) and at 512 px.
+
+Prints camera-frames per second of the full ingest (analysis decode + sync + plate matting +
+colour correction + PNG/JPEG writing) and of a plain "decode and write PNG" loop measured in the
+same run (the floor any ingest pays), and their ratio.
+
+    python benchmarks/bm_ingest.py [--cameras 16] [--frames 10] [--workers 0]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from capture.ingest import IngestConfig, IngestHooks, ingest  # noqa: E402
+from capture.ingest_fixtures import SyntheticRecording, write_recording  # noqa: E402
+from capture.video import iter_video, write_image  # noqa: E402
+
+
+def plain_dump(src: Path, out: Path, size=None) -> int:
+    import cv2
+
+    n = 0
+    for video in sorted(src.glob("*.mp4")):
+        for i, (_, frame) in enumerate(iter_video(video)):
+            if size is not None:
+                frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            write_image(out / video.stem / f"{i:06d}.png", frame)
+            n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cameras", type=int, default=16)
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=0)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bm_ingest_"))
+    try:
+        rec = SyntheticRecording(width=1100, height=1604, frames=args.frames + 4,
+                                 starts=[c % 3 for c in range(args.cameras)], drops={1: [args.frames // 2]},
+                                 flash_frame=3, flash_length=2)
+        t = time.perf_counter()
+        write_recording(rec, tmp / "src")
+        print(f"synthetic recording: {args.cameras} cameras x {rec.frames} frames at 1100x1604, "
+              f"made in {time.perf_counter() - t:.1f} s; {os.cpu_count()} CPUs")
+        for label, resize, size in (("1100x1604", None, None), ("512 px", "512", (351, 512))):
+            t = time.perf_counter()
+            n_plain = plain_dump(tmp / "src", tmp / f"plain_{label[:3]}", size)
+            plain = n_plain / (time.perf_counter() - t)
+            t = time.perf_counter()
+            session = ingest(tmp / "src", tmp / f"session_{label[:3]}", IngestConfig(resize=resize, workers=args.workers),
+                             IngestHooks(log=lambda m: None, progress=False))
+            elapsed = time.perf_counter() - t
+            cam_frames = session.frame_count * len(session.cameras)
+            sync = session.extra["ingest"]["sync"]
+            print(f"{label:>10}: ingest {cam_frames / elapsed:6.1f} camera-frames/s "
+                  f"({session.frame_count / elapsed:5.2f} synchronised frames/s, {cam_frames} written in "
+                  f"{elapsed:.1f} s; sync {sync['method']}, colour {session.extra['ingest']['colour']['method']}) | "
+                  f"plain decode+PNG {plain:6.1f} camera-frames/s | ratio {cam_frames / elapsed / plain:.2f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""`headcap ingest`: per-camera videos, image folders, NeRSemble, nerfstudio or a phone video ->
+one session folder (session.json), synchronised, masked and colour-matched.
+
+Stages (each result is checkpointed in `<out>.partial/.ingest/state.json`, so an interrupted run
+resumes where it stopped):
+1. analysis: decode every frame once; keep timestamps, mean brightness, frame-to-frame change
+   and a few downscaled sample frames per camera (capture/ingest_analysis.py);
+2. sync: slots, drops, duplicates, offsets (capture/sync.py) and the output frame plan;
+3. colour: 3x4 matrices to the reference camera (capture/colour.py);
+4. write: frames, masks, rig.json, session.json into `<out>.partial/`, then one rename to `<out>`.
+A failure on bad input removes `<out>.partial`; an interruption keeps it for the next run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from calib.fileio import read_json, write_json
+from capture import ingest_analysis as analysis_mod
+from capture.adapters import Source, discover
+from capture.colour import apply_colour
+from capture.masks import MatteConfig, matte
+from capture.session import FrameEntry, Session
+from capture.video import iter_video, read_image, write_image
+
+STATE = ".ingest/state.json"
+
+
+@dataclass
+class IngestConfig:
+    format: str = "auto"
+    """auto | videos | images | nersemble | nerfstudio | monocular"""
+    start: int = 0
+    """First synchronised frame to keep."""
+    end: int | None = None
+    """One past the last synchronised frame to keep (None: to the end)."""
+    stride: int = 1
+    resize: str | None = None
+    """Long side in pixels ("512") or an exact size ("550x802"); None keeps the source size."""
+    image_format: str = "png"
+    """png | jpg"""
+    jpeg_quality: int = 95
+    sync: str = "auto"
+    """auto | timestamps | flash | audio | none"""
+    max_offset_s: float = 5.0
+    on_missing: str = "skip"
+    """skip: drop a frame some camera lacks; fill: repeat that camera's previous frame"""
+    masks: str = "auto"
+    """auto | plate | none (user masks are always kept)"""
+    grabcut: bool = False
+    matte: MatteConfig = field(default_factory=MatteConfig)
+    colour: str = "auto"
+    """auto | chart | subject | none"""
+    reference: str | None = None
+    """Reference camera for colour (default: the first camera)."""
+    fps: float | None = None
+    """Frame rate for image sequences (default 30) or to override a video's."""
+    fov: float = 60.0
+    """Monocular: horizontal field of view guess (degrees) when the video has no focal length tag."""
+    calibration: str | None = None
+    """rig.json / camera_params.json / transforms.json for videos and images formats."""
+    background: str | None = None
+    sequence: str | None = None
+    skip_bad: bool = False
+    """Warn and drop a bad camera or frame instead of failing."""
+    checkpoint_every: int = 8
+    workers: int = 0
+    """Threads for decode/matte/encode (0: one per CPU)."""
+
+
+@dataclass
+class IngestHooks:
+    """Injection points (tests interrupt a run after k frames; the CLI shows progress)."""
+
+    after_frame: Callable[[int], None] | None = None
+    log: Callable[[str], None] = print
+    progress: bool = True
+
+
+def _fingerprint(source: Source, config: IngestConfig) -> str:
+    items = []
+    for cs in source.cameras:
+        for p in ([cs.video] if cs.video else cs.images) + list(cs.background):
+            st = p.stat()
+            items.append((str(p), st.st_size, int(st.st_mtime)))
+    opts = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "workers")}
+    blob = json.dumps([items, opts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def parse_resize(text: str | None, width: int, height: int) -> tuple[int, int]:
+    if text is None:
+        return width, height
+    text = str(text).lower().strip()
+    try:
+        if "x" in text:
+            w, h = (int(v) for v in text.split("x"))
+        else:
+            side = int(text)
+            scale = side / max(width, height)
+            w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    except ValueError:
+        raise ValueError(f"--resize: expected a long side ('512') or WxH ('550x802'), got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"--resize: sizes must be positive, got {text!r}")
+    return w, h
+
+
+def scale_camera(cam, width: int, height: int):
+    """The camera for its images resized to width x height (integer pixel centres: x' = s(x + .5) - .5)."""
+    sx, sy = width / cam.width, height / cam.height
+    K = cam.K.copy()
+    K[0, 0] *= sx
+    K[0, 1] *= sx
+    K[1, 1] *= sy
+    K[0, 2] = sx * (K[0, 2] + 0.5) - 0.5
+    K[1, 2] = sy * (K[1, 2] + 0.5) - 0.5
+    return cam.replace(width=width, height=height, K=K)
+
+
+def _load_calibration(path: str):
+    from calib.fileio import read_json as _read
+    from calib.rig_io import rig_from_dict
+
+    p = Path(path)
+    data = _read(p)
+    if isinstance(data, dict) and "world_2_cam" in data:
+        from capture.adapters import _read_nersemble_quiet
+
+        return _read_nersemble_quiet(p)
+    if isinstance(data, dict) and "frames" in data:
+        from calib.formats.nerfstudio import rig_from_transforms
+
+        return rig_from_transforms(data, p)
+    return rig_from_dict(data, p)
+
+
+class _Cursor:
+    """Sequential access to one camera's decoded frames by ordinal (decoding forward only)."""
+
+    def __init__(self, cs):
+        self.cs = cs
+        self.iterator = None
+        self.position = -1
+        self.frame = None
+
+    def get(self, ordinal: int) -> np.ndarray:
+        if self.cs.video is None:
+            # Image sequences allow random access: no need to read the frames in between.
+            if ordinal != self.position:
+                self.frame, self.position = read_image(self.cs.images[ordinal]), ordinal
+            return self.frame
+        if self.iterator is None:
+            self.iterator = iter_video(self.cs.video)
+        if ordinal < self.position:
+            raise RuntimeError(f"{self.cs.video}: internal error, frame {ordinal} requested after {self.position}")
+        while self.position < ordinal:
+            _, self.frame = next(self.iterator)
+            self.position += 1
+        return self.frame
+
+    def close(self):
+        if self.iterator is not None:
+            self.iterator.close()
+
+
+def _process(image, user_mask_path, plate, size, matrix, config: IngestConfig):
+    import cv2
+
+    if (image.shape[1], image.shape[0]) != size:
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    mask = None
+    if user_mask_path is not None:
+        m = read_image(user_mask_path, cv2.IMREAD_GRAYSCALE)
+        if (m.shape[1], m.shape[0]) != size:
+            m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
+        mask = m
+    elif plate is not None:
+        cfg = config.matte if not config.grabcut else MatteConfig(**{**asdict(config.matte), "grabcut": True})
+        mask = matte(image, plate, cfg)
+    if matrix is not None:
+        image = apply_colour(image, np.asarray(matrix))
+    return image, mask
+
+
+def _prepare_partial(out: Path, fingerprint: str, log) -> tuple[Path, dict]:
+    partial = out.with_name(out.name + ".partial")
+    state_path = partial / STATE
+    if state_path.is_file():
+        try:
+            state = read_json(state_path)
+        except ValueError:
+            state = None
+        if isinstance(state, dict) and state.get("fingerprint") == fingerprint:
+            log(f"resuming the interrupted ingest in {partial} ({state.get('done', 0)} frames written)")
+            return partial, state
+        log(f"{partial}: left by an ingest of other inputs or options; starting over")
+    if partial.exists():
+        if not (partial / ".ingest").is_dir():
+            raise ValueError(f"{partial}: exists and was not made by headcap ingest; remove it first")
+        shutil.rmtree(partial)
+    (partial / ".ingest").mkdir(parents=True)
+    state = {"fingerprint": fingerprint, "done": 0}
+    write_json(state_path, state)
+    return partial, state
+
+
+def ingest(src, out, config: IngestConfig | None = None, hooks: IngestHooks | None = None,
+           overwrite: bool = False) -> Session:
+    """Ingest `src` into the session folder `out`; returns the written Session."""
+    config = config or IngestConfig()
+    hooks = hooks or IngestHooks()
+    out = Path(out)
+    if config.image_format not in ("png", "jpg"):
+        raise ValueError(f"--image-format: expected png or jpg, got {config.image_format!r}")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
+    source = discover(src, config.format, Path(config.background) if config.background else None, config.sequence)
+    if config.calibration:
+        source.rig = _load_calibration(config.calibration)
+    partial, state = _prepare_partial(out, _fingerprint(source, config), hooks.log)
+    state_path = partial / STATE
+    try:
+        if "plan" not in state:
+            state.update(analysis_mod.analyse(source, config, hooks))
+            write_json(state_path, state)
+        session = _write(source, config, hooks, partial, state)
+    except ValueError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        trash = out.with_name(out.name + ".replaced")
+        os.replace(out, trash)
+        os.replace(partial, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(partial, out)
+    shutil.rmtree(out / ".ingest", ignore_errors=True)
+    session.root = out
+    return session
+
+
+def _write(source: Source, config: IngestConfig, hooks: IngestHooks, partial: Path, state: dict) -> Session:
+    plan = state["plan"]
+    cameras: list[str] = plan["cameras"]
+    by_id = {cs.camera: cs for cs in source.cameras}
+    fps = plan["fps"]
+    n_out = len(plan["globals"])
+    suffix = "jpg" if config.image_format == "jpg" else "png"
+    plates = analysis_mod.load_plates(source, cameras, plan, config)
+    cursors = {c: _Cursor(by_id[c]) for c in cameras}
+    workers = config.workers or min(len(cameras), os.cpu_count() or 1)
+    done = int(state.get("done", 0))
+
+    def job(cam: str, i: int):
+        cs = by_id[cam]
+        ordinal = plan["source"][cam][i]
+        image = cursors[cam].get(ordinal)
+        user = cs.masks[ordinal] if cs.masks else None
+        size = tuple(plan["size"][cam])
+        img, mask = _process(image, user, plates.get(cam), size, state["colour"]["matrices"].get(cam), config)
+        write_image(partial / "images" / cam / f"{i:06d}.{suffix}", img, config.jpeg_quality)
+        if mask is not None:
+            write_image(partial / "masks" / cam / f"{i:06d}.png", mask)
+        return mask is not None
+
+    for cam in cameras:
+        (partial / "images" / cam).mkdir(parents=True, exist_ok=True)
+        (partial / "masks" / cam).mkdir(parents=True, exist_ok=True)
+    has_mask = set(state.get("has_mask", []))
+    progress = analysis_mod.progress_bar(hooks.progress)
+    try:
+        with progress, ThreadPoolExecutor(max_workers=workers) as pool:
+            task = progress.add_task("ingest: writing frames", total=n_out, completed=done)
+            for i in range(done, n_out):
+                results = list(pool.map(lambda c: (c, job(c, i)), cameras))
+                has_mask.update(c for c, ok in results if ok)
+                progress.advance(task)
+                finished = i + 1
+                if finished % config.checkpoint_every == 0 or finished == n_out:
+                    os.sync()
+                    state["done"], state["has_mask"] = finished, sorted(has_mask)
+                    write_json(partial / STATE, state)
+                if hooks.after_frame is not None:
+                    hooks.after_frame(i)
+    finally:
+        for cursor in cursors.values():
+            cursor.close()
+    for cam in cameras:
+        if cam not in has_mask:
+            shutil.rmtree(partial / "masks" / cam, ignore_errors=True)
+    rig_rel = None
+    if plan.get("rig") is not None:
+        from calib.rig_io import rig_from_dict, write_rig
+
+        write_rig(rig_from_dict(plan["rig"]), partial / "rig.json")
+        rig_rel = "rig.json"
+    frames = []
+    for i, g in enumerate(plan["globals"]):
+        frames.append(FrameEntry(i, (g - plan["globals"][0]) / fps,
+                                 {c: f"images/{c}/{i:06d}.{suffix}" for c in cameras},
+                                 {c: f"masks/{c}/{i:06d}.png" for c in cameras if c in has_mask}))
+    extra = {"ingest": {"source": str(Path(source.root).resolve()), "format": source.format,
+                        "options": {k: v for k, v in asdict(config).items() if k != "matte"},
+                        "matte": asdict(config.matte), "notes": source.notes,
+                        "sync": state["sync"], "colour": state["colour"], "warnings": state.get("warnings", []),
+                        "frame_map": {"global": plan["globals"], "source": plan["source"]}}}
+    session = Session(partial, Path(source.root).name if source.format != "monocular" else Path(source.cameras[0].video).stem,
+                      fps, cameras, frames, rig_rel, {}, extra)
+    session.save()
+    return session

@@ -1,0 +1,122 @@
+"""Bad input: a clear error naming the culprit, a non-zero exit, and no session (or partial) left."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from capture.ingest import IngestConfig, IngestHooks, ingest
+from capture.ingest_fixtures import SyntheticRecording, write_recording
+from headcap.cli import main
+
+QUIET = IngestHooks(log=lambda m: None, progress=False)
+
+
+@pytest.fixture(scope="module")
+def clean_src(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    write_recording(SyntheticRecording(width=48, height=40, frames=12, starts=[0, 0, 0]), root / "src",
+                    shared_clock=True)
+    return root / "src"
+
+
+def _copy(clean_src, tmp_path):
+    dst = tmp_path / "src"
+    shutil.copytree(clean_src, dst)
+    return dst
+
+
+def _cli_fails(tmp_path, capsys, *args):
+    out = tmp_path / "session"
+    code = main(["ingest", *map(str, args), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert not out.exists() and not out.with_name("session.partial").exists()
+    return err
+
+
+def test_truncated_video(clean_src, tmp_path, capsys):
+    src = _copy(clean_src, tmp_path)
+    data = (src / "cam01.mp4").read_bytes()
+    (src / "cam01.mp4").write_bytes(data[: len(data) // 2])
+    err = _cli_fails(tmp_path, capsys, src)
+    assert "cam01.mp4" in err and "truncated" in err
+
+
+def test_corrupt_video_and_skip_flag(clean_src, tmp_path, capsys):
+    src = _copy(clean_src, tmp_path)
+    (src / "cam02.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    err = _cli_fails(tmp_path, capsys, src)
+    assert "cam02.mp4" in err and "--skip-bad" in err
+    logs = []
+    session = ingest(src, tmp_path / "ok", IngestConfig(skip_bad=True, sync="timestamps"),
+                     IngestHooks(log=logs.append, progress=False))
+    assert session.cameras == ["cam00", "cam01"]
+    assert any("cam02.mp4" in m for m in logs)
+    assert session.frame_count == 12
+
+
+def test_unreadable_image(tmp_path, capsys):
+    from capture.video import write_image
+
+    for cam in ("a", "b"):
+        for i in range(3):
+            write_image(tmp_path / "src" / cam / f"{i:04d}.png", np.full((20, 24, 3), 100 + i * 40, np.uint8))
+    (tmp_path / "src" / "b" / "0001.png").write_bytes(b"not a png")
+    err = _cli_fails(tmp_path, capsys, tmp_path / "src")
+    assert "0001.png" in err and "unreadable image" in err
+
+
+def test_different_resolutions(tmp_path, capsys):
+    from capture.video import write_image
+
+    for cam, size in (("a", (20, 24)), ("b", (20, 24)), ("c", (30, 24))):
+        for i in range(3):
+            write_image(tmp_path / "src" / cam / f"{i:04d}.png", np.full((*size, 3), 50 * i, np.uint8))
+    err = _cli_fails(tmp_path, capsys, tmp_path / "src", "--colour", "none")
+    assert "different resolutions" in err and "'c'" in err
+    session = ingest(tmp_path / "src", tmp_path / "ok", IngestConfig(skip_bad=True, colour="none"), QUIET)
+    assert session.cameras == ["a", "b"]
+    session = ingest(tmp_path / "src", tmp_path / "ok2", IngestConfig(resize="24x20", colour="none"), QUIET)
+    assert session.cameras == ["a", "b", "c"]
+
+
+def test_different_frame_counts_without_timing(tmp_path, capsys):
+    from capture.video import write_image
+
+    for cam, n in (("a", 4), ("b", 3)):
+        for i in range(n):
+            write_image(tmp_path / "src" / cam / f"img{i}.png", np.full((20, 24, 3), 60 * i, np.uint8))
+        # names without usable numbers are numbered in order, so only --sync none can pair them
+    err = _cli_fails(tmp_path, capsys, tmp_path / "src", "--sync", "none", "--colour", "none")
+    assert "different frame counts" in err and "'a': 4" in err
+
+
+def test_camera_missing_from_calibration(clean_src, tmp_path, capsys):
+    from calib.camera import Camera, Rig
+    from calib.rig_io import write_rig
+
+    K = np.array([[50.0, 0, 23.5], [0, 50.0, 19.5], [0, 0, 1]])
+    write_rig(Rig.from_list([Camera("cam00", 48, 40, K), Camera("cam01", 48, 40, K)]), tmp_path / "rig.json")
+    err = _cli_fails(tmp_path, capsys, clean_src, "--calibration", tmp_path / "rig.json")
+    assert "['cam02'] are missing from the calibration" in err
+    session = ingest(clean_src, tmp_path / "ok", IngestConfig(calibration=str(tmp_path / "rig.json"),
+                                                             skip_bad=True, resize="24"), QUIET)
+    rig = session.load_rig()
+    # resized to half: K scales about pixel corners, (c + 0.5) * s - 0.5
+    assert rig["cam00"].width == 24 and abs(rig["cam00"].K[0, 2] - ((23.5 + 0.5) * 0.5 - 0.5)) < 1e-12
+
+
+def test_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    err = _cli_fails(tmp_path, capsys, tmp_path / "empty")
+    assert "empty" in err
+
+
+def test_existing_output_refused(clean_src, tmp_path, capsys):
+    (tmp_path / "session").mkdir()
+    code = main(["ingest", str(clean_src), "--out", str(tmp_path / "session"), "--no-progress"])
+    assert code != 0 and "already exists" in capsys.readouterr().err
+    assert json.dumps(sorted(p.name for p in (tmp_path / "session").iterdir())) == "[]"
