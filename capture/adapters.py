@@ -37,6 +37,7 @@ class CameraSource:
     frame_numbers: list[int] = field(default_factory=list)
     masks: list[Path | None] = field(default_factory=list)  # user masks, parallel to decoded frames
     background: list[Path] = field(default_factory=list)  # plate video or plate images
+    dropped: list[int] = field(default_factory=list)  # original image indices removed as unreadable
 
     @property
     def label(self) -> str:

@@ -3,7 +3,7 @@ one session folder (session.json), synchronised, masked and colour-matched.
 
 Stages (each result is checkpointed in `<out>.partial/.ingest/state.json`, so an interrupted run
 resumes where it stopped):
-1. analysis: decode every frame once; keep timestamps, mean brightness, frame-to-frame change
+1. analysis: decode every frame once (luma only); keep timestamps, mean brightness, frame-to-frame change
    and a few downscaled sample frames per camera (capture/ingest_analysis.py);
 2. sync: slots, drops, duplicates, offsets (capture/sync.py) and the output frame plan;
 3. colour: 3x4 matrices to the reference camera (capture/colour.py);
@@ -29,7 +29,7 @@ from capture.adapters import Source, discover
 from capture.colour import apply_colour
 from capture.masks import MatteConfig, matte
 from capture.session import FrameEntry, Session
-from capture.video import iter_video, read_image, write_image
+from capture.video import _upright, iter_video, read_image, write_image
 
 STATE = ".ingest/state.json"
 
@@ -152,20 +152,29 @@ class _Cursor:
         self.position = -1
         self.frame = None
 
-    def get(self, ordinal: int) -> np.ndarray:
+    def get(self, ordinal: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """RGB uint8 frame `ordinal`; a video frame is converted straight to `size` (w, h) by
+        swscale when that differs from its own (one pass instead of RGB at full size + resize)."""
         if self.cs.video is None:
             # Image sequences allow random access: no need to read the frames in between.
             if ordinal != self.position:
                 self.frame, self.position = read_image(self.cs.images[ordinal]), ordinal
             return self.frame
         if self.iterator is None:
-            self.iterator = iter_video(self.cs.video)
+            self.iterator = iter_video(self.cs.video, raw=True)
         if ordinal < self.position:
             raise RuntimeError(f"{self.cs.video}: internal error, frame {ordinal} requested after {self.position}")
         while self.position < ordinal:
-            _, self.frame = next(self.iterator)
+            _, self.frame, self.rotation = next(self.iterator)
             self.position += 1
-        return self.frame
+        frame, rotation = self.frame, self.rotation
+        own = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
+        if size is None or tuple(size) == own:
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            w, h = (size[1], size[0]) if rotation in (90, 270) else size
+            rgb = frame.reformat(width=int(w), height=int(h), format="rgb24", interpolation="AREA").to_ndarray()
+        return _upright(rgb, rotation)
 
     def close(self):
         if self.iterator is not None:
@@ -229,10 +238,11 @@ def ingest(src, out, config: IngestConfig | None = None, hooks: IngestHooks | No
     partial, state = _prepare_partial(out, _fingerprint(source, config), hooks.log)
     state_path = partial / STATE
     try:
+        plate_cache: dict = {}
         if "plan" not in state:
-            state.update(analysis_mod.analyse(source, config, hooks))
+            state.update(analysis_mod.analyse(source, config, hooks, plate_cache))
             write_json(state_path, state)
-        session = _write(source, config, hooks, partial, state)
+        session = _write(source, config, hooks, partial, state, plate_cache)
     except ValueError:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -248,28 +258,46 @@ def ingest(src, out, config: IngestConfig | None = None, hooks: IngestHooks | No
     return session
 
 
-def _write(source: Source, config: IngestConfig, hooks: IngestHooks, partial: Path, state: dict) -> Session:
+def _verified_done(partial: Path, cameras: list[str], suffix: str, done: int, log) -> int:
+    """The number of leading frames whose images all exist and are non-empty (<= done)."""
+    for i in range(done):
+        for cam in cameras:
+            p = partial / "images" / cam / f"{i:06d}.{suffix}"
+            try:
+                ok = p.stat().st_size > 0
+            except FileNotFoundError:
+                ok = False
+            if not ok:
+                log(f"{p}: missing although checkpointed (lost in a crash?); resuming from frame {i}")
+                return i
+    return done
+
+
+def _write(source: Source, config: IngestConfig, hooks: IngestHooks, partial: Path, state: dict,
+           plate_cache: dict | None = None) -> Session:
     plan = state["plan"]
     cameras: list[str] = plan["cameras"]
     by_id = {cs.camera: cs for cs in source.cameras}
+    for cam, indices in plan.get("skipped_files", {}).items():
+        analysis_mod.drop_frames(by_id[cam], indices)
     fps = plan["fps"]
     n_out = len(plan["globals"])
     suffix = "jpg" if config.image_format == "jpg" else "png"
-    plates = analysis_mod.load_plates(source, cameras, plan, config)
+    plates = analysis_mod.load_plates(source, cameras, plan, config, cache=plate_cache)
     cursors = {c: _Cursor(by_id[c]) for c in cameras}
     workers = config.workers or min(len(cameras), os.cpu_count() or 1)
-    done = int(state.get("done", 0))
+    done = _verified_done(partial, cameras, suffix, int(state.get("done", 0)), hooks.log)
 
     def job(cam: str, i: int):
         cs = by_id[cam]
         ordinal = plan["source"][cam][i]
-        image = cursors[cam].get(ordinal)
-        user = cs.masks[ordinal] if cs.masks else None
         size = tuple(plan["size"][cam])
+        image = cursors[cam].get(ordinal, size)
+        user = cs.masks[ordinal] if cs.masks else None
         img, mask = _process(image, user, plates.get(cam), size, state["colour"]["matrices"].get(cam), config)
         write_image(partial / "images" / cam / f"{i:06d}.{suffix}", img, config.jpeg_quality)
         if mask is not None:
-            write_image(partial / "masks" / cam / f"{i:06d}.png", mask)
+            write_image(partial / "masks" / cam / f"{i:06d}.png", mask, mask=True)
         return mask is not None
 
     for cam in cameras:
@@ -286,7 +314,9 @@ def _write(source: Source, config: IngestConfig, hooks: IngestHooks, partial: Pa
                 progress.advance(task)
                 finished = i + 1
                 if finished % config.checkpoint_every == 0 or finished == n_out:
-                    os.sync()
+                    # Only the checkpoint is fsynced (write_json): a whole-system sync per checkpoint
+                    # stalls on every other process's dirty pages. Frames it claims that a power
+                    # cut lost are found missing on resume (_verified_done) and written again.
                     state["done"], state["has_mask"] = finished, sorted(has_mask)
                     write_json(partial / STATE, state)
                 if hooks.after_frame is not None:

@@ -3,6 +3,8 @@ and the colour matrices. Everything it returns is plain JSON (checkpointed for r
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,9 +12,12 @@ import numpy as np
 from capture import sync as sync_mod
 from capture.colour import detect_chart, fit_affine, fit_transport, linear_samples, srgb_to_lab, linear_to_srgb
 from capture.masks import BackgroundPlate, matte
-from capture.video import iter_video, probe_video, read_audio, read_image
+from capture.video import iter_video, luma_small, probe_video, read_audio, read_image
 
 SAMPLE_SIDE = 256
+CHART_SIDE = 768
+"""Charts are looked for at this long side at most: the detector's time grows with the pixel
+count, and area-downscaling leaves patch means unchanged."""
 SAMPLES_PER_CAMERA = 12
 
 
@@ -33,6 +38,9 @@ class CameraScan:
     change: list[float] = field(default_factory=list)
     samples: dict[int, np.ndarray] = field(default_factory=dict)  # ordinal -> small RGB frame
     chart: np.ndarray | None = None
+    skipped: list[int] = field(default_factory=list)  # image files skipped as unreadable (--skip-bad)
+    skipped_paths: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
 
 
 def _small(image: np.ndarray, side: int) -> np.ndarray:
@@ -45,25 +53,59 @@ def _small(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def _scan(cs, fps: float, expected: int, want_chart: bool, advance) -> CameraScan:
-    """Decode every frame once: time, mean brightness, change, sample frames."""
+def _video_frames(cs, every: int, want_chart: bool):
+    """(time, luma [h, w] float32 at 128 px, RGB, size, file) per decoded frame. RGB is None
+    except for the first frame when a chart is wanted (CHART_SIDE px) and for sample frames,
+    which swscale converts and area-downscales to SAMPLE_SIDE px in one pass: the rest are read
+    from the Y plane only, so analysis costs little more than the codec's own decoding."""
+    from capture.video import _upright
+
+    for j, (t, frame, rotation) in enumerate(iter_video(cs.video, raw=True)):
+        size = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
+        rgb = None
+        if j == 0 and want_chart:
+            rgb = _small(_upright(frame.to_ndarray(format="rgb24"), rotation), CHART_SIDE)
+        elif j % every == 0:
+            s = min(1.0, SAMPLE_SIDE / max(frame.width, frame.height))
+            small = frame.reformat(width=max(1, round(frame.width * s)), height=max(1, round(frame.height * s)),
+                                   format="rgb24", interpolation="AREA")
+            rgb = _upright(small.to_ndarray(format="rgb24"), rotation)
+        yield t, luma_small(frame, rotation, 128), rgb, size, cs.video
+
+
+def _image_frames(cs, fps: float, skipped: list, messages: list[str], skip_bad: bool):
     import cv2
 
-    frames = iter_video(cs.video) if cs.video is not None else \
-        ((n / fps, read_image(p)) for p, n in zip(cs.images, cs.frame_numbers))
+    for k, (p, n) in enumerate(zip(cs.images, cs.frame_numbers)):
+        try:
+            image = read_image(p)
+        except ValueError as exc:
+            if not skip_bad:
+                raise ValueError(f"{exc} (pass --skip-bad to skip this frame)") from None
+            messages.append(f"{exc}; frame skipped (--skip-bad)")
+            skipped.append((k, str(p)))
+            continue
+        grey = cv2.cvtColor(_small(image, 128), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        yield n / fps, grey, image, (image.shape[1], image.shape[0]), p
+
+
+def _scan(cs, fps: float, expected: int, want_chart: bool, advance, skip_bad: bool = False) -> CameraScan:
+    """Decode every frame once: time, mean brightness, change, sample frames. Unreadable image
+    files are skipped with a warning under skip_bad (their indices in `scan.skipped`)."""
     every = max(1, math.ceil(expected / SAMPLES_PER_CAMERA)) if expected else 1
     scan, previous = None, None
-    for j, (t, image) in enumerate(frames):
+    skipped: list[tuple[int, str]] = []
+    messages: list[str] = []
+    frames = _video_frames(cs, every, want_chart) if cs.video is not None else \
+        _image_frames(cs, fps, skipped, messages, skip_bad)
+    for j, (t, grey, image, size, where) in enumerate(frames):
         if scan is None:
-            scan = CameraScan(cs.camera, image.shape[1], image.shape[0])
+            scan = CameraScan(cs.camera, *size)
             if want_chart:
-                found = detect_chart(image)
-                scan.chart = None if found is None else found
-        elif image.shape[:2] != (scan.height, scan.width):
-            where = cs.images[j] if cs.video is None else cs.video
-            raise ValueError(f"{where}: frame {j} is {image.shape[1]}x{image.shape[0]}, earlier frames of camera "
+                scan.chart = detect_chart(image)
+        elif size != (scan.width, scan.height):
+            raise ValueError(f"{where}: frame {j} is {size[0]}x{size[1]}, earlier frames of camera "
                              f"{cs.camera!r} are {scan.width}x{scan.height}")
-        grey = cv2.cvtColor(_small(image, 128), cv2.COLOR_RGB2GRAY).astype(np.float32)
         scan.times.append(float(t))
         scan.brightness.append(float(grey.mean()))
         scan.change.append(float("inf") if previous is None else float(np.abs(grey - previous).mean()))
@@ -72,8 +114,23 @@ def _scan(cs, fps: float, expected: int, want_chart: bool, advance) -> CameraSca
             scan.samples[j] = _small(image, SAMPLE_SIDE)
         advance()
     if scan is None:
-        raise ValueError(f"{cs.label}: no frames")
+        raise ValueError(f"{cs.label}: no frames" + (" (every image unreadable)" if skipped else ""))
+    scan.skipped, scan.skipped_paths, scan.messages = [k for k, _ in skipped], [p for _, p in skipped], messages
     return scan
+
+
+def drop_frames(cs, indices) -> None:
+    """Remove image files `indices` (skipped as unreadable) from a camera source, so decoded-frame
+    ordinals index the remaining files."""
+    gone = set(int(k) for k in indices)
+    if not gone or cs.dropped:  # done already (analysis and writing share one source)
+        return
+    cs.dropped = sorted(gone)
+    keep = [k for k in range(len(cs.images)) if k not in gone]
+    cs.images = [cs.images[k] for k in keep]
+    cs.frame_numbers = [cs.frame_numbers[k] for k in keep]
+    if cs.masks:
+        cs.masks = [cs.masks[k] for k in keep]
 
 
 def _rig_camera(rig, cam: str):
@@ -93,23 +150,39 @@ def _plate_frames(cs) -> np.ndarray:
     return np.stack(frames[::step][:15])
 
 
-def load_plates(source, cameras: list[str], plan: dict, config, sample_side: int | None = None) -> dict:
-    """camera -> BackgroundPlate at the output size (or the sample size), for cameras matted by plate."""
-    plates = {}
+def load_plates(source, cameras: list[str], plan: dict, config, sample_side: int | None = None,
+                cache: dict | None = None) -> dict:
+    """camera -> BackgroundPlate at the output size (or the sample size), for cameras matted by plate.
+
+    cache: camera -> plate at the source size, filled and reused across calls of one ingest
+    (analysis and writing both need the plates; reading and reducing them is not free)."""
     by_id = {cs.camera: cs for cs in source.cameras}
-    for cam in cameras:
+    cache = {} if cache is None else cache
+    wanted = [c for c in cameras if not (config.masks == "none" or by_id[c].masks or not by_id[c].background)]
+
+    def full(cam):
+        if cam in cache:
+            return cache[cam]
         cs = by_id[cam]
-        if config.masks == "none" or cs.masks or not cs.background:
-            continue
         frames = _plate_frames(cs)
         src_w, src_h = plan["source_size"][cam]
         if frames.shape[1:3] != (src_h, src_w):
-            raise ValueError(f"{cs.background[0]}: background plate is {frames.shape[2]}x{frames.shape[1]} but camera "
-                             f"{cam!r} records {src_w}x{src_h}")
-        plate = BackgroundPlate.from_frames(frames, config.matte.noise_floor)
+            raise ValueError(f"{cs.background[0]}: background plate is {frames.shape[2]}x{frames.shape[1]} but "
+                             f"camera {cam!r} records {src_w}x{src_h}")
+        return BackgroundPlate.from_frames(frames, config.matte.noise_floor)
+
+    workers = config.workers or min(len(wanted), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for cam, plate in zip(wanted, list(pool.map(full, wanted))):
+            cache[cam] = plate
+    plates = {}
+    for cam in wanted:
+        plate = cache[cam]
         if sample_side is not None:
-            small = _small(frames[0], sample_side)
-            plates[cam] = plate.resized(small.shape[1], small.shape[0])
+            h, w = plate.image.shape[:2]
+            s = sample_side / max(h, w)
+            size = (w, h) if s >= 1 else (max(1, round(w * s)), max(1, round(h * s)))  # as _small rounds
+            plates[cam] = plate.resized(*size)
         else:
             plates[cam] = plate.resized(*plan["size"][cam])
     return plates
@@ -121,7 +194,7 @@ def _fail_or_warn(config, messages: list[str], text: str) -> None:
     messages.append(text)
 
 
-def analyse(source, config, hooks) -> dict:
+def analyse(source, config, hooks, plate_cache: dict | None = None) -> dict:
     from calib.rig_io import rig_to_dict
     from capture.ingest import parse_resize, scale_camera
 
@@ -148,14 +221,26 @@ def analyse(source, config, hooks) -> dict:
     want_chart = config.colour in ("auto", "chart")
     scans: dict[str, CameraScan] = {}
     total = sum(infos[cs.camera].declared_frames if cs.video else len(cs.images) for cs in cams)
-    with progress_bar(hooks.progress) as progress:
+    workers = config.workers or min(len(cams), os.cpu_count() or 1)
+    with progress_bar(hooks.progress) as progress, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         task = progress.add_task("ingest: analysing", total=total or None)
-        for cs in cams:
+
+        def scan_one(cs):
             expected = infos[cs.camera].declared_frames if cs.video else len(cs.images)
             try:
-                scans[cs.camera] = _scan(cs, fps, expected, want_chart, lambda: progress.advance(task))
+                return _scan(cs, fps, expected, want_chart, lambda: progress.advance(task), config.skip_bad)
             except ValueError as exc:
-                _fail_or_warn(config, messages, str(exc))
+                return exc
+
+        # Cameras decode in parallel (PyAV and cv2 release the GIL); results are taken in camera
+        # order so warnings and the plan do not depend on thread timing.
+        for cs, result in zip(cams, pool.map(scan_one, cams)):
+            if isinstance(result, ValueError):
+                _fail_or_warn(config, messages, str(result))
+                continue
+            scans[cs.camera] = result
+            messages.extend(result.messages)
+            drop_frames(cs, result.skipped)
     cams = [cs for cs in cams if cs.camera in scans]
     if not cams:
         raise ValueError("no usable camera left")
@@ -196,12 +281,16 @@ def analyse(source, config, hooks) -> dict:
     plan = sync_mod.plan_frames(slots, offsets, config.on_missing, config.start, config.end, config.stride)
     sync_report["incomplete_frames_skipped"] = plan.incomplete
     sync_report["filled"] = plan.filled
+    skipped = {c: scans[c].skipped for c in (cs.camera for cs in cams) if scans[c].skipped}
+    if skipped:
+        sync_report["unreadable_frames_skipped"] = {c: scans[c].skipped_paths for c in skipped}
     for m in messages:
         log(f"warning: {m}")
     plan_dict = {"cameras": names, "fps": fps, "globals": plan.globals_, "source": plan.source,
                  "size": {c: list(sizes[c]) for c in names},
-                 "source_size": {c: [scans[c].width, scans[c].height] for c in names}, "rig": rig_out}
-    colour = _colour(source, names, scans, plan_dict, config, messages)
+                 "source_size": {c: [scans[c].width, scans[c].height] for c in names}, "rig": rig_out,
+                 "skipped_files": skipped}
+    colour = _colour(source, names, scans, plan_dict, config, messages, plate_cache)
     return {"plan": plan_dict, "sync": sync_report, "colour": colour, "warnings": messages}
 
 
@@ -272,7 +361,7 @@ def _audio_offsets(cams, timelines, fps, config, ref):
     return offsets, {"score": scores}
 
 
-def _colour(source, names, scans, plan, config, messages) -> dict:
+def _colour(source, names, scans, plan, config, messages, plate_cache=None) -> dict:
     out = {"method": "none", "reference": None, "matrices": {}, "space": "linear sRGB"}
     if config.colour == "none" or len(names) < 2:
         return out
@@ -289,7 +378,7 @@ def _colour(source, names, scans, plan, config, messages) -> dict:
         raise ValueError(f"--colour chart: no colour chart found in the first frame of cameras "
                          f"{[c for c, v in charts.items() if v is None]}")
     by_id = {cs.camera: cs for cs in source.cameras}
-    plates = load_plates(source, names, plan, config, sample_side=SAMPLE_SIDE)
+    plates = load_plates(source, names, plan, config, sample_side=SAMPLE_SIDE, cache=plate_cache)
     rng = np.random.default_rng(0)
     pixels = {}
     for c in names:

@@ -85,8 +85,13 @@ def cast_image(rec: SyntheticRecording, camera: int, image: np.ndarray) -> np.nd
     return np.round(linear_to_srgb(lin) * 255).astype(np.uint8)
 
 
-def encode(path: Path, frames, pts, fps: int, crf: int = 4) -> None:
-    """Write RGB uint8 frames with explicit pts (in frames) to an H.264 mp4 (yuv444p, crf)."""
+def encode(path: Path, frames, pts, fps: int, crf: int = 4, audio: tuple[np.ndarray, int] | None = None,
+           rotation: int = 0) -> None:
+    """Write RGB uint8 frames with explicit pts (in frames) to an H.264 mp4 (yuv444p, crf).
+
+    audio: (mono float32 samples in [-1, 1], sample rate) added as an AAC track starting at 0;
+    rotation: a display matrix turning the frames this many degrees counterclockwise (as phones tag).
+    """
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +102,12 @@ def encode(path: Path, frames, pts, fps: int, crf: int = 4) -> None:
         stream.pix_fmt = "yuv444p"
         stream.options = {"crf": str(crf), "preset": "ultrafast"}
         stream.time_base = Fraction(1, fps)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        sound = None
+        if audio is not None:
+            samples, rate = audio
+            sound = container.add_stream("aac", rate=int(rate), layout="mono")
         for image, p in zip(frames, pts):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts, frame.time_base = int(p), Fraction(1, fps)
@@ -104,10 +115,40 @@ def encode(path: Path, frames, pts, fps: int, crf: int = 4) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            block = 1024
+            for k in range(0, samples.size, block):
+                chunk = np.zeros((1, block), np.float32)
+                part = np.asarray(samples[k:k + block], np.float32)
+                chunk[0, :part.size] = part
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = int(rate), k, Fraction(1, int(rate))
+                for packet in sound.encode(frame):
+                    container.mux(packet)
+            for packet in sound.encode():
+                container.mux(packet)
 
 
-def write_recording(rec: SyntheticRecording, folder: Path, shared_clock: bool = False, plates: bool = True) -> dict:
+def clap_track(rec: "SyntheticRecording", camera: int, clap_s: float, rate: int = 16000) -> np.ndarray:
+    """Camera `camera`'s microphone from its first frame on: quiet room noise plus a clap (a
+    decaying noise burst) at true time clap_s, at a per-camera gain."""
+    rng = np.random.default_rng(rec.seed * 31 + camera)
+    start = rec.starts[camera] / rec.fps
+    n = int(round((rec.frames - rec.starts[camera]) / rec.fps * rate))
+    x = rng.normal(0, 0.005, n).astype(np.float32)
+    burst = np.random.default_rng(rec.seed + 777).normal(0, 1, 800) * np.exp(-np.arange(800) / 150)
+    at = int(round((clap_s - start) * rate))
+    if 0 <= at < n:
+        end = min(n, at + burst.size)
+        x[at:end] += (0.5 + 0.1 * camera) * burst[: end - at].astype(np.float32)
+    return np.clip(x, -1, 1)
+
+
+def write_recording(rec: SyntheticRecording, folder: Path, shared_clock: bool = False, plates: bool = True,
+                    clap_s: float | None = None) -> dict:
     """Encode every camera to `folder/<cam>.mp4` (+ `folder/background/<cam>.png`).
+
+    clap_s: give every file an audio track with a clap at this true time (seconds).
 
     shared_clock=False starts each file's timestamps at 0 (cameras that disagree about time, so
     only the flash can sync them); True stamps true frame numbers. Returns the ground truth.
@@ -119,7 +160,8 @@ def write_recording(rec: SyntheticRecording, folder: Path, shared_clock: bool = 
         kept = [t for t in range(start, rec.frames) if t not in set(rec.drops.get(c, []))]
         frames = [cast_image(rec, c, render(rec, c, t)[0]) for t in kept]
         pts = [t if shared_clock else t - start for t in kept]
-        encode(folder / f"{cam}.mp4", frames, pts, rec.fps)
+        audio = None if clap_s is None else (clap_track(rec, c, clap_s), 16000)
+        encode(folder / f"{cam}.mp4", frames, pts, rec.fps, audio=audio)
         if plates:
             import cv2
 

@@ -53,18 +53,29 @@ class BackgroundPlate:
     """Per-camera empty-rig image and its per-pixel noise.
 
     image: float32 [H, W, 3] (median over plate frames); noise: float32 [H, W] grey levels.
+    The matting terms derived from them (the plate in the weighted opponent space and the squared
+    per-pixel limit) are computed once per luma weight / threshold and reused for every frame.
     """
 
     image: np.ndarray
     noise: np.ndarray
-    opponent: np.ndarray | None = None
+    _weighted: tuple | None = None
     _limit: tuple | None = None
 
     def limit2(self, threshold: float) -> np.ndarray:
-        """(threshold * noise)^2 [H, W], cached for the last threshold."""
+        """(threshold * noise)^2 [H, W] float32, cached for the last threshold."""
         if self._limit is None or self._limit[0] != threshold:
-            self._limit = (threshold, (threshold * self.noise) ** 2)
+            self._limit = (threshold, np.square(threshold * self.noise, dtype=np.float32))
         return self._limit[1]
+
+    def weighted(self, luma_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """(3x3 float32 W = diag(sqrt(luma_weight), 1, 1) @ opponent, W @ plate [H, W, 3])."""
+        if self._weighted is None or self._weighted[0] != luma_weight:
+            w = (np.array([np.sqrt(luma_weight), 1.0, 1.0])[:, None] * _OPPONENT).astype(np.float32)
+            import cv2
+
+            self._weighted = (luma_weight, w, cv2.transform(np.ascontiguousarray(self.image, np.float32), w))
+        return self._weighted[1], self._weighted[2]
 
     @classmethod
     def from_frames(cls, frames, noise_floor: float = 2.5) -> "BackgroundPlate":
@@ -74,7 +85,7 @@ class BackgroundPlate:
             stack = stack[None]
         if stack.ndim != 4 or stack.shape[-1] != 3 or stack.shape[0] < 1:
             raise ValueError(f"background plate: expected [K, H, W, 3] frames, got shape {stack.shape}")
-        median = np.median(stack.astype(np.float32), axis=0)
+        median = stack[0].astype(np.float32) if stack.shape[0] == 1 else np.median(stack.astype(np.float32), axis=0)
         if stack.shape[0] >= 3:
             opp = _opponent(stack)
             mad = np.median(np.abs(opp - _opponent(median)[None]), axis=0).max(axis=-1) * 1.4826
@@ -99,12 +110,13 @@ def _check_size(image: np.ndarray, plate: BackgroundPlate) -> None:
 
 
 def _distance2(image: np.ndarray, plate: BackgroundPlate, luma_weight: float) -> np.ndarray:
+    """luma_weight dY^2 + dC1^2 + dC2^2 [H, W] float32: the weighted opponent transform is folded
+    into one 3x3 matrix, applied to the image and (once, cached) to the plate."""
     import cv2
 
-    if plate.opponent is None:
-        plate.opponent = _opponent(plate.image)
-    d = cv2.subtract(_opponent(image), plate.opponent)
-    return cv2.transform(cv2.multiply(d, d), np.array([[luma_weight, 1, 1]], np.float32))
+    w, plate_w = plate.weighted(luma_weight)
+    d = cv2.subtract(cv2.transform(np.asarray(image, np.float32), w), plate_w)
+    return cv2.transform(cv2.multiply(d, d), np.ones((1, 3), np.float32))
 
 
 def colour_distance(image: np.ndarray, plate: BackgroundPlate, luma_weight: float = 0.5) -> np.ndarray:
@@ -116,8 +128,7 @@ def colour_distance(image: np.ndarray, plate: BackgroundPlate, luma_weight: floa
 def foreground(image: np.ndarray, plate: BackgroundPlate, threshold: float, luma_weight: float = 0.5) -> np.ndarray:
     """colour_distance > threshold as uint8 {0, 1}, without the square root and division."""
     _check_size(image, plate)
-    limit = plate.limit2(threshold)
-    return (_distance2(image, plate, luma_weight) > limit).astype(np.uint8)
+    return np.greater(_distance2(image, plate, luma_weight), plate.limit2(threshold)).view(np.uint8)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -136,10 +147,17 @@ def clean_mask(mask: np.ndarray, config: MatteConfig) -> np.ndarray:
     if config.close_px > 0:
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _disk(config.close_px))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if count > 1:
+    small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < config.min_area * m.size) + 1
+    if small.size > 64:
         keep = stats[:, cv2.CC_STAT_AREA] >= config.min_area * m.size
         keep[0] = False
         m = keep[labels].astype(np.uint8)
+    else:
+        # Usually a few specks: clear each inside its bounding box instead of relabelling the image.
+        for k in small:
+            x, y, w, h = stats[k, :4]
+            box = m[y:y + h, x:x + w]
+            box[labels[y:y + h, x:x + w] == k] = 0
     if config.fill_holes and m.any():
         # Background = what a flood fill from outside the image reaches; the rest is foreground.
         pad = np.pad(m, 1)

@@ -160,7 +160,10 @@ def audio_lag_seconds(audio: np.ndarray, rate: int, reference: np.ndarray, refer
     size = 1 << int(np.ceil(np.log2(a.size + b.size)))
     corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
     max_lag = int(max_lag_s * envelope_rate)
-    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
+    # Lags beyond the signals' lengths would wrap around the circular correlation and alias
+    # (a clip shorter than --max-offset would find -0.1 s at size - 100): clip them.
+    forward, backward = min(max_lag, a.size - 1), min(max_lag, b.size - 1)
+    lags = np.concatenate([np.arange(0, forward + 1), np.arange(-backward, 0)])
     values = corr[lags % size]
     best = int(np.argmax(values))
     score = float(values[best] / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))

@@ -27,7 +27,7 @@ class VideoInfo:
     height: int
     fps: float
     declared_frames: int  # 0 when the container does not say
-    rotation: int  # degrees clockwise the player should rotate (phone videos)
+    rotation: int  # degrees counterclockwise frames are turned for display (phone videos); already applied
     has_audio: bool
     metadata: dict
 
@@ -46,7 +46,32 @@ def _open(path: Path):
     return container
 
 
+def _rotation(frame, stream_tag: str | None) -> int:
+    """Counterclockwise degrees (0, 90, 180, 270) to turn a decoded frame for display: the display
+    matrix side data (what phones write), else the legacy `rotate` stream tag (clockwise degrees)."""
+    try:
+        angle = frame.rotation
+    except (AttributeError, ValueError):
+        angle = 0
+    if not angle and stream_tag:
+        try:
+            angle = -int(float(stream_tag))
+        except ValueError:
+            angle = 0
+    return int(round(angle / 90.0)) * 90 % 360
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    if rotation == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, rotation // 90))
+
+
 def probe_video(path) -> VideoInfo:
+    """Container facts plus the rotation read from the first frame; width/height are the
+    displayed (rotated) size, i.e. the size of what iter_video yields."""
+    import av
+
     path = Path(path)
     container = _open(path)
     try:
@@ -58,17 +83,42 @@ def probe_video(path) -> VideoInfo:
                     **{str(k): str(v) for k, v in stream.metadata.items()}}
         rotation = 0
         try:
-            rotation = int(metadata.get("rotate", 0)) % 360
-        except ValueError:
-            pass
-        return VideoInfo(path, int(stream.codec_context.width), int(stream.codec_context.height), float(rate),
-                         int(stream.frames or 0), rotation, bool(container.streams.audio), metadata)
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError:
+            first = None  # iter_video reports the corrupt stream with its frame count
+        if first is not None:
+            rotation = _rotation(first, metadata.get("rotate"))
+        w, h = int(stream.codec_context.width), int(stream.codec_context.height)
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(path, w, h, float(rate), int(stream.frames or 0), rotation, bool(container.streams.audio),
+                         metadata)
     finally:
         container.close()
 
 
-def iter_video(path, threads: bool = True) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (time seconds, RGB uint8 [H, W, 3]) for every frame in decode order.
+def luma_small(frame, rotation: int, side: int) -> np.ndarray:
+    """Luma of a decoded av.VideoFrame, area-downscaled to `side` px on the long side, upright,
+    as float32 [h, w]. Reads the Y plane directly (no RGB conversion) for YUV formats."""
+    import cv2
+
+    name = frame.format.name
+    if name.startswith(("yuv", "yuvj", "nv12", "nv21")) and frame.planes:
+        plane = frame.planes[0]
+        y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+    else:
+        y = frame.to_ndarray(format="gray")
+    h, w = y.shape
+    s = side / max(h, w)
+    if s < 1:
+        y = cv2.resize(y, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return _upright(y, rotation).astype(np.float32)
+
+
+def iter_video(path, threads: bool = True, raw: bool = False) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (time seconds, RGB uint8 [H, W, 3]) for every frame in decode order, turned upright
+    when the stream carries a rotation (display matrix or `rotate` tag). With raw=True yield
+    (time, av.VideoFrame, rotation) instead, for callers that need only part of the frame.
 
     Raises ValueError naming the file when the stream is corrupt or ends before the number of
     frames its container declares (a truncated file).
@@ -84,8 +134,10 @@ def iter_video(path, threads: bool = True) -> Iterator[tuple[float, np.ndarray]]
         declared = int(stream.frames or 0)
         time_base = stream.time_base or Fraction(1, 1)
         rate = float(stream.guessed_rate or stream.base_rate or 30)
+        tag = stream.metadata.get("rotate")
         count = 0
         last = None
+        rotation = None
         try:
             for frame in container.decode(stream):
                 if frame.pts is not None:
@@ -94,7 +146,12 @@ def iter_video(path, threads: bool = True) -> Iterator[tuple[float, np.ndarray]]
                     t = (last + 1.0 / rate) if last is not None else 0.0
                 last = t
                 count += 1
-                yield t, frame.to_ndarray(format="rgb24")
+                if rotation is None:
+                    rotation = _rotation(frame, tag)  # one orientation per stream
+                if raw:
+                    yield t, frame, rotation
+                else:
+                    yield t, _upright(frame.to_ndarray(format="rgb24"), rotation)
         except av.error.FFmpegError as exc:
             raise ValueError(f"{path}: corrupt video stream after {count} frames: {exc}") from None
         if count == 0:
@@ -170,18 +227,33 @@ def read_image(path, flags: int | None = None) -> np.ndarray:
     return image
 
 
-def write_image(path, image: np.ndarray, jpeg_quality: int = 95) -> None:
-    """Encode by suffix and write atomically (temp file + rename)."""
+def encode_params(suffix: str, jpeg_quality: int = 95, mask: bool = False) -> list[int]:
+    import cv2
+
+    if suffix.lower() in (".jpg", ".jpeg"):
+        return [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    if mask:
+        # Two-level masks: run-length coding without filtering is 4x faster and smaller than the default.
+        return [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+                cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    # zlib level 1 with the Up filter: libpng's adaptive per-row filter choice costs ~2.5x the
+    # encode time for files only a few percent smaller (docs/capture.md).
+    return [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+
+
+def write_image(path, image: np.ndarray, jpeg_quality: int = 95, mask: bool = False, params=None) -> None:
+    """Encode by suffix and write atomically (temp file + rename). mask=True: a {0, 255} grey mask
+    (fast run-length PNG). params: explicit cv2.imencode parameters instead."""
     import cv2
 
     path = Path(path)
     bgr = image[..., ::-1] if image.ndim == 3 else image
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if path.suffix.lower() in (".jpg", ".jpeg") else \
-        [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if params is None:
+        params = encode_params(path.suffix, jpeg_quality, mask)
     ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(bgr), params)
     if not ok:
         raise ValueError(f"{path}: could not encode image")
-    # No fsync per image (it would dominate ingest time): ingest syncs once per checkpoint.
+    # No fsync per image (it would dominate ingest time); see capture/ingest.py on durability.
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(buf.tobytes())

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--calibration", default=None, help="rig.json, NeRSemble camera_params.json or transforms.json")
     p.add_argument("--sequence", default=None, help="NeRSemble: sequence name inside a participant folder")
     p.add_argument("--skip-bad", action="store_true",
-                   help="warn and drop bad cameras/frames instead of failing")
+                   help="warn and drop bad cameras, or unreadable frames of image sequences, instead of failing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing session folder")
     p.add_argument("--workers", type=int, default=0, help="threads (0: one per CPU)")
     p.add_argument("--no-progress", action="store_true")

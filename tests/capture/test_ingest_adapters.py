@@ -64,3 +64,39 @@ def test_monocular_fov_guess(tmp_path):
     assert math.isclose(cam.fov_degrees[0], 60.0, abs_tol=1e-9)
     assert "fov_guess" in session.extra["ingest"]["notes"]["intrinsics"]
     assert session.frame_count == 6
+
+
+def test_phone_rotation_applied(tmp_path):
+    """A phone video stored landscape with a 90 degree display matrix is ingested upright: the
+    frames match what ffmpeg itself shows (its autorotation, an independent decoder path)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from capture.ingest_fixtures import encode
+    from capture.video import probe_video, read_image
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for t in range(4):
+        img = np.zeros((32, 48, 3), np.uint8)
+        img[:, :] = (40, 60, 90)
+        img[2:10, 3:15] = (230, 40, 40)  # a red block near the stored top-left corner
+        img[20:30, 30 + t:40 + t] = (40, 220, 60)
+        frames.append(np.clip(img + rng.integers(0, 8, img.shape), 0, 255).astype(np.uint8))
+    video = tmp_path / "phone.mp4"
+    encode(video, frames, range(4), 30, crf=0, rotation=90)
+    info = probe_video(video)
+    assert (info.width, info.height, info.rotation) == (32, 48, 90)
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    shown = np.frombuffer(raw, np.uint8).reshape(4, 48, 32, 3)  # ffmpeg rotates for display by default
+    session = ingest(video, tmp_path / "out", IngestConfig(), QUIET)
+    cam = session.load_rig()["cam00"]
+    assert (cam.width, cam.height) == (32, 48)
+    for i in range(session.frame_count):
+        got = read_image(session.image_path(i, "cam00"))
+        assert got.shape == (48, 32, 3)
+        assert np.abs(got.astype(int) - shown[i]).mean() < 2.0
+    # counterclockwise by 90: the stored top-left corner ends at the bottom-left
+    assert read_image(session.image_path(0, "cam00"))[40:44, 4:8, 0].mean() > 180

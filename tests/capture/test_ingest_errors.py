@@ -120,3 +120,29 @@ def test_existing_output_refused(clean_src, tmp_path, capsys):
     code = main(["ingest", str(clean_src), "--out", str(tmp_path / "session"), "--no-progress"])
     assert code != 0 and "already exists" in capsys.readouterr().err
     assert json.dumps(sorted(p.name for p in (tmp_path / "session").iterdir())) == "[]"
+
+
+def test_skip_bad_image_frame(tmp_path):
+    """--skip-bad drops an unreadable frame of an image sequence (a warning naming the file, the
+    file in the sync report) and keeps the rest, which match the source pixels exactly."""
+    from capture.video import read_image, write_image
+
+    rng = np.random.default_rng(7)
+    source = {}
+    for cam in ("a", "b"):
+        for i in range(4):
+            source[cam, i] = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            write_image(tmp_path / "src" / cam / f"{i:04d}.png", source[cam, i])
+    bad = tmp_path / "src" / "b" / "0001.png"
+    bad.write_bytes(b"not a png")
+    logs = []
+    session = ingest(tmp_path / "src", tmp_path / "ok", IngestConfig(skip_bad=True, colour="none", sync="timestamps"),
+                     IngestHooks(log=logs.append, progress=False))
+    assert any(str(bad) in m and "skipped" in m for m in logs)
+    sync = session.extra["ingest"]["sync"]
+    assert sync["unreadable_frames_skipped"] == {"b": [str(bad)]}
+    assert sync["dropped"] == {"b": [1]} and sync["incomplete_frames_skipped"] == [1]
+    assert session.extra["ingest"]["frame_map"]["global"] == [0, 2, 3]
+    for out, i in enumerate([0, 2, 3]):
+        for cam in ("a", "b"):
+            assert np.array_equal(read_image(session.image_path(out, cam)), source[cam, i])
