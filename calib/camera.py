@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from calib import projection
+from calib.conventions import invert_rigid  # noqa: F401  (re-exported: calib.camera.invert_rigid)
 from calib.projection import DISTORTION_MODELS
 
 
@@ -168,14 +169,6 @@ class Camera:
                 and np.allclose(self.cam_from_world, other.cam_from_world, atol=atol, rtol=0))
 
     __hash__ = None
-
-
-def invert_rigid(target_from_source: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    rot = target_from_source[:3, :3]
-    out[:3, :3] = rot.T
-    out[:3, 3] = -rot.T @ target_from_source[:3, 3]
-    return out
 
 
 def look_at(centre, target, up=(0.0, -1.0, 0.0)) -> np.ndarray:

@@ -42,19 +42,29 @@ def _reject_constant(name: str):
     raise ValueError(f"non-finite number {name}")
 
 
+def read_text(path) -> str:
+    """A UTF-8 text file, with errors that name the file (missing, not text)."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise FileFormatError(path, "<file>", "is a folder, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(path, "<file>", f"not UTF-8 text ({exc})") from None
+
+
 def read_json(path) -> object:
     """Parse a JSON file, rejecting NaN/Infinity literals, with errors that name the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise FileFormatError(path, "<file>", f"not UTF-8 text ({exc})") from None
+    text = read_text(path)
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise FileFormatError(path, "<file>", f"invalid or truncated JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise FileFormatError(path, "<file>", "JSON nested too deeply to be a headcap file") from None
     except ValueError as exc:
         # the parser cannot say where the NaN/Infinity sat: parse again leniently and find it
         where = _first_nonfinite(json.loads(text))
@@ -78,6 +88,35 @@ def _first_nonfinite(node, prefix: str = ""):
         if found is not None:
             return found
     return None
+
+
+def read_npz(path) -> dict:
+    """Every array of an .npz of plain arrays, read eagerly and never unpickled, with errors that
+    name the file (a truncated or corrupt archive, a pickled object array, a lone .npy)."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            # numpy would call any other file "pickled data" and suggest allow_pickle
+            raise FileFormatError(path, "<file>", f"not an .npz archive (starts with {magic!r})")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise FileFormatError(path, "<file>", "a single array, not an .npz archive of named arrays")
+        with data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except FileFormatError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise FileFormatError(path, "<file>", f"not a readable .npz of plain arrays "
+                              f"({type(exc).__name__}: {exc})") from None
 
 
 def write_json(path, obj) -> None:

@@ -68,7 +68,7 @@ def rig_from_dict(data, path="rig.json") -> Rig:
         seen.add(cam_id)
         prefix = f"cameras[{i}] ({cam_id}).".replace(") .", ").")
         try:
-            cfw = np.asarray(require(entry, "cam_from_world", path, prefix, types=list), dtype=np.float64)
+            cfw = _matrix(require(entry, "cam_from_world", path, prefix, types=list), path, prefix + "cam_from_world")
             if cfw.shape == (4, 4):
                 cfw = cfw.copy()
                 cfw[:3, 3] *= scale
@@ -78,7 +78,8 @@ def rig_from_dict(data, path="rig.json") -> Rig:
                 height=require(entry, "height", path, prefix, types=int),
                 K=_matrix(require(entry, "K", path, prefix, types=list), path, prefix + "K"),
                 distortion_model=require(entry, "distortion_model", path, prefix, types=str),
-                distortion=_matrix(entry.get("distortion", []), path, prefix + "distortion"),
+                distortion=_matrix(require(entry, "distortion", path, prefix, types=list) if "distortion" in entry
+                                   else [], path, prefix + "distortion"),
                 cam_from_world=cfw,
             )
         except FileFormatError:

@@ -224,6 +224,7 @@ def discover_nerfstudio(src: Path) -> Source:
     (`timestep_index` as VHAP writes it, else the frame's order within its camera)."""
     from calib.fileio import FileFormatError, read_json
     from calib.formats.nerfstudio import rig_from_transforms
+    from capture.session import check_camera_id
 
     path = src if src.is_file() else src / "transforms.json"
     data = read_json(path)
@@ -231,9 +232,15 @@ def discover_nerfstudio(src: Path) -> Source:
     root = path.parent
     by_cam: dict[str, CameraSource] = {}
     for i, frame in enumerate(data["frames"]):
-        cam = str(frame["camera_id"]) if "camera_id" in frame else Path(frame["file_path"]).stem
+        file_path = frame.get("file_path")
+        if not isinstance(file_path, str) or not file_path:
+            raise FileFormatError(path, f"frames[{i}].file_path", f"expected an image path, got {file_path!r}")
+        if "camera_id" in frame:
+            cam = check_camera_id(str(frame["camera_id"]), path, f"frames[{i}].camera_id")
+        else:
+            cam = check_camera_id(Path(file_path).stem, path, f"frames[{i}].file_path")
         cs = by_cam.setdefault(cam, CameraSource(cam))
-        image = (root / frame["file_path"])
+        image = root / file_path
         if not image.suffix:
             image = next((image.with_suffix(s) for s in IMAGE_SUFFIXES if image.with_suffix(s).is_file()), image)
         t = frame.get("timestep_index", len(cs.images))
@@ -301,6 +308,10 @@ def discover(src, fmt: str = "auto", background: Path | None = None, sequence: s
         source = discover_nersemble(src, sequence)
     else:
         source = discover_nerfstudio(src)
+    from capture.session import check_camera_id
+
+    for cs in source.cameras:
+        check_camera_id(cs.camera, cs.label, "camera id")
     if background is not None:
         if not Path(background).is_dir():
             raise FileNotFoundError(f"--background {background}: no such folder")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,25 @@ def _fingerprint(source: Source, config: IngestConfig) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _check_config(config: IngestConfig) -> None:
+    """Refuse option values that would otherwise surface later as a confusing error (or none)."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if config.image_format not in ("png", "jpg"):
+        raise ValueError(f"--image-format: expected png or jpg, got {config.image_format!r}")
+    if not (isinstance(config.jpeg_quality, int) and 0 <= config.jpeg_quality <= 100):
+        raise ValueError(f"--jpeg-quality: expected an integer from 0 to 100, got {config.jpeg_quality!r}")
+    if not (number(config.max_offset_s) and config.max_offset_s >= 0):
+        raise ValueError(f"--max-offset: expected a finite number of seconds >= 0, got {config.max_offset_s!r}")
+    if config.fps is not None and not (number(config.fps) and config.fps > 0):
+        raise ValueError(f"--fps: expected a positive frame rate, got {config.fps!r}")
+    if not (isinstance(config.workers, int) and config.workers >= 0):
+        raise ValueError(f"--workers: expected an integer >= 0 (0: one per CPU), got {config.workers!r}")
+    if config.resize is not None:
+        parse_resize(config.resize, 1000, 1000)  # the syntax and sign, before any decoding
+
+
 def parse_resize(text: str | None, width: int, height: int) -> tuple[int, int]:
     if text is None:
         return width, height
@@ -105,9 +125,13 @@ def parse_resize(text: str | None, width: int, height: int) -> tuple[int, int]:
             w, h = (int(v) for v in text.split("x"))
         else:
             side = int(text)
+            if side <= 0:
+                raise ValueError(f"--resize: the long side must be positive, got {text!r}")
             scale = side / max(width, height)
             w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    except ValueError:
+    except ValueError as exc:
+        if str(exc).startswith("--resize"):
+            raise
         raise ValueError(f"--resize: expected a long side ('512') or WxH ('550x802'), got {text!r}") from None
     if w <= 0 or h <= 0:
         raise ValueError(f"--resize: sizes must be positive, got {text!r}")
@@ -228,8 +252,7 @@ def ingest(src, out, config: IngestConfig | None = None, hooks: IngestHooks | No
     config = config or IngestConfig()
     hooks = hooks or IngestHooks()
     out = Path(out)
-    if config.image_format not in ("png", "jpg"):
-        raise ValueError(f"--image-format: expected png or jpg, got {config.image_format!r}")
+    _check_config(config)
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
     source = discover(src, config.format, Path(config.background) if config.background else None, config.sequence)

@@ -106,6 +106,16 @@ class Session:
         return self.manifest_path
 
 
+def check_camera_id(cam_id, path, field_name: str) -> str:
+    """A camera id names its folders (images/<id>/, masks/<id>/): refuse one that is not a single
+    plain folder name, or writing (and the clean-up of empty mask folders) would leave the session."""
+    if (not isinstance(cam_id, str) or not cam_id or cam_id in (".", "..")
+            or any(c in cam_id for c in "/\\\0") or cam_id != cam_id.strip()):
+        raise FileFormatError(path, field_name, f"camera id {cam_id!r} is not a plain folder name "
+                              "(no '/', '\\', NUL, surrounding spaces, '.' or '..')")
+    return cam_id
+
+
 def _number(value, path, field_name) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise FileFormatError(path, field_name, f"expected a finite number, got {value!r}")
@@ -125,8 +135,7 @@ def session_from_dict(data, root: Path, path: Path | None = None, check_files: b
     if not cameras:
         raise FileFormatError(path, "cameras", "empty camera list")
     for i, cam in enumerate(cameras):
-        if not isinstance(cam, str) or not cam:
-            raise FileFormatError(path, f"cameras[{i}]", f"expected a camera id string, got {cam!r}")
+        check_camera_id(cam, path, f"cameras[{i}]")
     dup = sorted({c for c in cameras if cameras.count(c) > 1})
     if dup:
         raise FileFormatError(path, "cameras", f"duplicate camera ids {dup}")

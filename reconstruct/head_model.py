@@ -245,31 +245,28 @@ class HeadModel:
     @classmethod
     def load_npz(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "HeadModel":
         """Read a file written by `save_npz` (allow_pickle=False)."""
+        from calib.fileio import read_npz
+
         path = Path(path)
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable npz file ({exc})") from exc
-        with data:
-            if "format" not in data.files or str(data["format"]) != _NPZ_FORMAT:
-                raise ValueError(f"{path}: field 'format' is not {_NPZ_FORMAT!r}; not a headcap head model")
-            kwargs: dict = {"region_masks": {}}
-            for key in data.files:
-                value = data[key]
-                if key == "format":
-                    continue
-                if key.startswith("region_mask/"):
-                    kwargs["region_masks"][key.split("/", 1)[1]] = torch.from_numpy(value.astype(bool))
-                elif key in _FLOAT_FIELDS:
-                    kwargs[key] = torch.from_numpy(np.ascontiguousarray(value)).to(dtype)
-                elif key in _INDEX_FIELDS:
-                    kwargs[key] = torch.from_numpy(value.astype(np.int64))
-                elif key in ("expression_names", "joint_names"):
-                    kwargs[key] = [str(s) for s in value.tolist()]
-                elif key in ("name", "licence", "landmark_convention"):
-                    kwargs[key] = str(value)
-                else:
-                    raise ValueError(f"{path}: unknown field {key!r}")
+        data = read_npz(path)
+        if "format" not in data or str(data["format"]) != _NPZ_FORMAT:
+            raise ValueError(f"{path}: field 'format' is not {_NPZ_FORMAT!r}; not a headcap head model")
+        kwargs: dict = {"region_masks": {}}
+        for key, value in data.items():
+            if key == "format":
+                continue
+            if key.startswith("region_mask/"):
+                kwargs["region_masks"][key.split("/", 1)[1]] = torch.from_numpy(value.astype(bool))
+            elif key in _FLOAT_FIELDS:
+                kwargs[key] = torch.from_numpy(np.ascontiguousarray(value)).to(dtype)
+            elif key in _INDEX_FIELDS:
+                kwargs[key] = torch.from_numpy(value.astype(np.int64))
+            elif key in ("expression_names", "joint_names"):
+                kwargs[key] = [str(s) for s in value.tolist()]
+            elif key in ("name", "licence", "landmark_convention"):
+                kwargs[key] = str(value)
+            else:
+                raise ValueError(f"{path}: unknown field {key!r}")
         try:
             return cls(**kwargs)
         except TypeError as exc:

@@ -62,7 +62,7 @@ def detect_format(path) -> str:
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             # a broken file: let the reader its name suggests give the detailed error
             return {"camera_params.json": "nersemble", "transforms.json": "nerfstudio"}.get(path.name, "rig")
         if isinstance(data, dict):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from calib.camera import Camera, Rig, check_rigid
-from calib.fileio import FileFormatError, atomic_write_bytes, atomic_write_text
+from calib.fileio import FileFormatError, atomic_write_bytes, atomic_write_text, read_text
 from calib.formats._common import HALF_PIXEL, ExportError, build_camera, require_no_skew
 
 FORMAT = "colmap"
@@ -163,12 +163,7 @@ def _rig_from_records(cameras: dict, images: list, path, cam_file, img_file) -> 
 # --- text ------------------------------------------------------------------------------------
 def _lines(path: Path):
     """(line number, stripped line) of the non-comment lines, keeping blank ones (they matter in images.txt)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise FileFormatError(path, "<file>", f"not UTF-8 text ({exc})") from None
+    text = read_text(path)
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if not line.lstrip().startswith("#")]
 
 
@@ -265,6 +260,13 @@ class _Reader:
         self.pos += size
         return out
 
+    def skip(self, size: int, field: str) -> None:
+        """Step over `size` bytes without building a format string as long as a corrupt count asks for."""
+        if self.pos + size > len(self.data):
+            raise FileFormatError(self.path, field, f"truncated file: needs {size} bytes at offset {self.pos}, "
+                                  f"only {len(self.data) - self.pos} left (file is {len(self.data)} bytes)")
+        self.pos += size
+
     def string(self, field: str) -> str:
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
@@ -308,8 +310,7 @@ def read_colmap_binary(folder) -> Rig:
         vals = r.read("idddddddi", field)
         name = r.string(f"{field}.name")
         (n_points,) = r.read("Q", f"{field}.num_points2D")
-        if n_points:
-            r.read("ddq" * n_points, f"{field}.points2D")
+        r.skip(struct.calcsize("<ddq") * n_points, f"{field}.points2D")
         images.append((vals[0], list(vals[1:5]), list(vals[5:8]), vals[8], name, field))
     if r.pos != len(r.data):
         raise FileFormatError(img_file, "<file>", f"{len(r.data) - r.pos} unexpected trailing bytes after {count} images")

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from calib.camera import Camera, Rig
-from calib.fileio import FileFormatError, atomic_write_text
+from calib.fileio import FileFormatError, atomic_write_text, read_text
 from calib.formats._common import ExportError, build_camera, short, unique_ids
 from calib.projection import DISTORTION_MODELS
 
@@ -145,6 +145,9 @@ def rig_from_opencv_text(text: str, path) -> Rig:
     fs = _open(text, path)
     try:
         root = fs.root()
+        if not root.isMap():
+            raise FileFormatError(path, "<root>", "expected a mapping of camera fields, got a sequence, a scalar "
+                                  "or nothing (the top level is not a mapping)")
         if not fs.getNode("cameras").empty():
             return _multi(fs, path)
         if not fs.getNode("M1").empty():
@@ -223,12 +226,7 @@ def rig_to_opencv_text(rig: Rig, path="rig.yaml") -> str:
 
 def read_opencv_yaml(path) -> Rig:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise FileFormatError(path, "<file>", f"not UTF-8 text ({exc})") from None
+    text = read_text(path)
     if not text.strip():
         raise FileFormatError(path, "<file>", "empty file")
     return rig_from_opencv_text(text, path)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from calib.fileio import FileFormatError, read_npz
 from reconstruct.head_loaders.safe_pickle import load_model_pickle
 from reconstruct.head_model import HeadModel
 
@@ -39,11 +40,9 @@ def load_flame(path: str | os.PathLike, dtype: torch.dtype = torch.float32, num_
         data = load_model_pickle(path)
     elif path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot read npz of plain arrays ({exc}); "
-                             "a sparse or object J_regressor must be saved dense") from exc
+            data = read_npz(path)
+        except FileFormatError as exc:
+            raise ValueError(f"{exc}; a sparse or object J_regressor must be saved dense") from None
     else:
         raise ValueError(f"{path}: expected a FLAME .pkl or .npz file")
     missing = [k for k in _REQUIRED if k not in data]

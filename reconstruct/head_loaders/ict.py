@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from calib.fileio import read_npz
 from reconstruct.head_loaders._obj import read_obj, read_obj_vertices, triangulate, triangulate_padded
 from reconstruct.head_model import HeadModel
 
@@ -103,30 +104,26 @@ def load_ict_facekit(path: str | os.PathLike, dtype: torch.dtype = torch.float32
 
 
 def _read_npz(path: Path) -> dict:
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read npz ({exc})") from exc
+    data = read_npz(path)
     required = ("neutral_vertices", "faces", "uvs", "face_uvs", "expression_names",
                 "expression_deltas", "identity_deltas", "landmarks_multipie68")
-    with data:
-        missing = [k for k in required if k not in data.files]
-        if missing:
-            raise ValueError(f"{path}: missing fields {missing}; is this the ICT-FaceKit npz?")
-        neutral = data["neutral_vertices"].astype(np.float64)
-        faces, source = triangulate_padded(data["faces"].astype(np.int64))
-        face_uvs_poly = data["face_uvs"].astype(np.int64)
-        face_uvs, _ = triangulate_padded(face_uvs_poly)
-        return {
-            "neutral": neutral,
-            "faces": faces,
-            "uvs": data["uvs"].astype(np.float64),
-            "face_uvs": face_uvs,
-            "expression_names": [str(n) for n in data["expression_names"]],
-            "expression_deltas": data["expression_deltas"],
-            "identity_deltas": data["identity_deltas"],
-            "landmarks": data["landmarks_multipie68"].astype(np.int64),
-        }
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing fields {missing}; is this the ICT-FaceKit npz?")
+    neutral = data["neutral_vertices"].astype(np.float64)
+    faces, source = triangulate_padded(data["faces"].astype(np.int64))
+    face_uvs_poly = data["face_uvs"].astype(np.int64)
+    face_uvs, _ = triangulate_padded(face_uvs_poly)
+    return {
+        "neutral": neutral,
+        "faces": faces,
+        "uvs": data["uvs"].astype(np.float64),
+        "face_uvs": face_uvs,
+        "expression_names": [str(n) for n in data["expression_names"]],
+        "expression_deltas": data["expression_deltas"],
+        "identity_deltas": data["identity_deltas"],
+        "landmarks": data["landmarks_multipie68"].astype(np.int64),
+    }
 
 
 def _read_folder(folder: Path) -> dict:

@@ -172,6 +172,18 @@ CASES = [
     ("opencv-truncated", lambda t: text_edit(t, "opencv", "rig.yaml", _truncate_text(0.55)), "rig.yaml", "", "truncated"),
     ("opencv-nan-matrix", lambda t: text_edit(t, "opencv", "rig.yaml", replace_in("rig.yaml", "500.", ".nan")),
      "rig.yaml", "cameras[0] (cam00).camera_matrix", "nan"),
+    ("rig-ragged-pose", lambda t: rig_json(t, _set(["cameras", 0, "cam_from_world", 1], [0, 1])), "rig.json",
+     "cameras[0] (cam00).cam_from_world", "[0, 1]"),
+    ("rig-null-distortion", lambda t: rig_json(t, _set(["cameras", 1, "distortion"], None)), "rig.json",
+     "cameras[1] (cam01).distortion", "None"),
+    ("rig-nested-too-deep", lambda t: rig_json(t, lambda d: None, raw="[" * 100_000 + "]" * 100_000), "rig.json",
+     "<file>", "nested too deeply"),
+    ("session-camera-id-escapes", lambda t: session_dir(t, _set(["cameras", 1], "../cam01")), "session.json",
+     "cameras[1]", "'../cam01'"),
+    ("colmap-bin-huge-point-count", lambda t: text_edit(t, "colmap-bin", "sparse", _bin_points2d_count(2 ** 62)),
+     "sparse/images.bin", "images[0].points2D", "truncated"),
+    ("opencv-root-not-mapping", lambda t: text_edit(t, "opencv", "rig.yaml", _write_text("%YAML:1.0\n---\n- 1\n- 2\n")),
+     "rig.yaml", "<root>", "not a mapping"),
     ("opencv-missing-width", lambda t: text_edit(t, "opencv", "rig.yaml", replace_in("rig.yaml", "image_width: 640", "image_widht: 640", 2)),
      "rig.yaml", "cameras[0] (cam00).image_width", "missing"),
 ]
@@ -200,6 +212,21 @@ def _image_camera_id(cid):
         tok[8] = str(cid)
         lines[i] = " ".join(tok)
         (path / "images.txt").write_text("\n".join(lines) + "\n")
+    return edit
+
+
+def _bin_points2d_count(count):
+    def edit(path):
+        data = bytearray((path / "images.bin").read_bytes())
+        name_end = data.index(b"\x00", 8 + 64)  # after num_reg_images and the first image's fixed fields
+        struct.pack_into("<Q", data, name_end + 1, count)
+        (path / "images.bin").write_bytes(bytes(data))
+    return edit
+
+
+def _write_text(text):
+    def edit(path):
+        path.write_text(text)
     return edit
 
 

@@ -146,3 +146,39 @@ def test_skip_bad_image_frame(tmp_path):
     for out, i in enumerate([0, 2, 3]):
         for cam in ("a", "b"):
             assert np.array_equal(read_image(session.image_path(out, cam)), source[cam, i])
+
+
+@pytest.mark.parametrize("camera_id", ["../../outside", "a/b", ".."])
+def test_camera_id_that_is_not_a_folder_name_is_refused(tmp_path, capsys, camera_id):
+    """A transforms.json camera_id becomes images/<id>/ and masks/<id>/ (and an empty mask folder is
+    removed): '../../outside' once made ingest delete a folder outside the session. Now: refused."""
+    from calib.camera import look_at
+    from capture.video import write_image
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    src = tmp_path / "src"
+    frames = []
+    for c, cid in enumerate(["c0", camera_id]):
+        write_image(src / f"images/{c}.png", np.full((24, 32, 3), 60 + 40 * c, np.uint8))
+        frames.append({"file_path": f"images/{c}.png", "camera_id": cid,
+                       "transform_matrix": np.linalg.inv(look_at([c * 0.2, 0, 1.0], [0, 0, 0])).tolist()})
+    (src / "transforms.json").write_text(json.dumps(
+        {"camera_model": "PINHOLE", "fl_x": 30.0, "fl_y": 30.0, "cx": 16.0, "cy": 12.0, "w": 32, "h": 24,
+         "frames": frames}))
+    err = _cli_fails(tmp_path, capsys, src, "--format", "nerfstudio")
+    assert "transforms.json" in err and "frames[1].camera_id" in err and repr(camera_id) in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert (outside / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("option, value", [("--resize", "0"), ("--resize", "-5"), ("--jpeg-quality", "500"),
+                                           ("--fps", "-1"), ("--fps", "nan"), ("--max-offset", "-1"),
+                                           ("--workers", "-2")])
+def test_bad_option_value_is_named_before_any_work(clean_src, tmp_path, capsys, option, value):
+    """These once ran to the end (a 1x1 session for --resize 0, a clamped JPEG quality, a negative
+    offset window) or failed far away ('timestamps go backwards' for --fps -1)."""
+    err = _cli_fails(tmp_path, capsys, clean_src, option, value)
+    assert err.startswith(f"headcap ingest: error: {option}:") and value in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -94,6 +94,10 @@ def test_symlink_leaving_the_session_is_refused(tmp_path):
     (lambda d: d.update(cameras=[]), "cameras", "empty"),
     (lambda d: d["frames"][2].update(timestamp="soon"), r"frames\[2\]\.timestamp", "'soon'"),
     (lambda d: d.pop("frames"), "frames", "missing"),
+    # camera ids name folders: one that is not a plain folder name would write outside the session
+    (lambda d: d["cameras"].__setitem__(1, "../cam01"), r"cameras\[1\]", r"'\.\./cam01'"),
+    (lambda d: d["cameras"].__setitem__(0, ".."), r"cameras\[0\]", r"'\.\.'"),
+    (lambda d: d["cameras"].__setitem__(0, 7), r"cameras\[0\]", "7"),
 ])
 def test_invalid_manifest_fields(tmp_path, mutate, field, value):
     make_session(tmp_path, with_files=False).save()

@@ -359,6 +359,19 @@ def test_bad_config_is_rejected_with_the_field_name(tmp_path):
     assert (existing / "keep.txt").read_text() == "not a session"
 
 
+def test_synth_command_with_a_damaged_head_file_exits_with_one_line(tmp_path, capsys):
+    from headcap.cli import main
+
+    bad = tmp_path / "head.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    out = tmp_path / "never"
+    for spec in (f"npz:{bad}", f"flame:{bad}", f"ict:{bad}"):
+        assert main(["synth", "--out", str(out), "--cameras", "1", "--frames", "1", "--head", spec]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(bad) in err and "not a readable .npz" in err, err
+    assert not out.exists() and not out.with_name("never.partial").exists()
+
+
 def test_synth_command_writes_a_session_and_refuses_to_clobber(tmp_path, capsys):
     if not _default_head_available():
         pytest.skip("default head model unavailable")

@@ -165,7 +165,7 @@ def test_joint_transforms_identity_pose_is_identity():
     assert (posed - joints).abs().max() < 1e-15
     assert (transforms - torch.eye(4, dtype=torch.float64)).abs().max() < 1e-15
     assert pose_feature(rot).abs().max() == 0
-    verts = torch.randn(2, 5, 3, dtype=torch.float64)
+    verts = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     out, _ = lbs(verts, torch.zeros(2, 3, 3, dtype=torch.float64), joints, torch.tensor([-1, 0, 1]),
                  torch.full((5, 3), 1 / 3, dtype=torch.float64))
     assert (out - verts).abs().max() < 1e-15
@@ -189,6 +189,19 @@ def test_save_load_npz_round_trip(tmp_path):
     via_spec = load_head_model(f"npz:{path}", dtype=torch.float64)
     rot = 0.2 * torch.ones(1, 3, 3, dtype=torch.float64)
     assert torch.equal(via_spec(joint_rotations=rot).vertices, model(joint_rotations=rot).vertices)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[: len(data) // 2], "not a readable .npz"),   # truncated archive: was a zipfile traceback
+    (lambda data: b"root:x:0:0" + data, "not an .npz archive"),     # numpy would call it "pickled data"
+])
+def test_load_npz_of_a_damaged_file_names_the_file(tmp_path, damage, message):
+    path = tmp_path / "toy.npz"
+    toy_model().save_npz(path)
+    path.write_bytes(damage(path.read_bytes()))
+    for load in (lambda: HeadModel.load_npz(path), lambda: load_head_model(f"npz:{path}")):
+        with pytest.raises(ValueError, match=rf"{path}: field '<file>': {message}"):
+            load()
 
 
 def test_to_casts_floats_and_keeps_indices():
