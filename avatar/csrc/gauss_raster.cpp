@@ -1,0 +1,462 @@
+// CPU Gaussian splat rasterizer: tile binning, depth sort, front-to-back compositing with early
+// termination, and the analytic backward pass. Projection happens in torch (autograd); this
+// kernel takes screen-space Gaussians (means2d, conics, opacities, features) and composites
+// features with pixel centres at integer coordinates. The spec is
+// avatar/gaussians/reference.py::rasterize_reference.
+#include <torch/extension.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "gauss_raster_math.h"
+
+namespace {
+
+using hc_gauss::min_transmittance;
+
+constexpr int kMaxChannels = 64;
+// Packed per-Gaussian record: mx, my, a, b, c, opacity, power cut, then the C features.
+constexpr int kHeader = 7;
+
+struct Bins {
+  std::vector<int64_t> offsets;  // (tiles + 1)
+  std::vector<int32_t> ids;      // Gaussian ids per tile, front to back
+};
+
+// Gaussians to tiles through their exact alpha >= 1/255 extents; each tile's list comes out in
+// (depth, id) order because Gaussians are visited in that order.
+template <typename T>
+Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t n, int width,
+                   int height, int tile, int n_threads) {
+  const int tiles_x = (width + tile - 1) / tile;
+  const int tiles_y = (height + tile - 1) / tile;
+  std::vector<int32_t> rect(4 * n, -1);
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T ex = extents[2 * i], ey = extents[2 * i + 1];
+    if (!(ex > T(0)) || !(ey > T(0))) continue;
+    const T mx = means2d[2 * i], my = means2d[2 * i + 1];
+    const double c0 = std::max(0.0, std::ceil(double(mx - ex)));
+    const double c1 = std::min(double(width - 1), std::floor(double(mx + ex)));
+    const double r0 = std::max(0.0, std::ceil(double(my - ey)));
+    const double r1 = std::min(double(height - 1), std::floor(double(my + ey)));
+    if (!(c0 <= c1) || !(r0 <= r1)) continue;
+    rect[4 * i + 0] = int32_t(c0) / tile;
+    rect[4 * i + 1] = int32_t(c1) / tile;
+    rect[4 * i + 2] = int32_t(r0) / tile;
+    rect[4 * i + 3] = int32_t(r1) / tile;
+  }
+  std::vector<std::pair<T, int32_t>> order;
+  order.reserve(n);
+  for (int64_t i = 0; i < n; ++i)
+    if (rect[4 * i] >= 0) order.emplace_back(depths[i], int32_t(i));
+  std::sort(order.begin(), order.end());
+
+  Bins bins;
+  bins.offsets.assign(int64_t(tiles_x) * tiles_y + 1, 0);
+  for (const auto& entry : order) {
+    const int32_t* r = &rect[4 * int64_t(entry.second)];
+    for (int ty = r[2]; ty <= r[3]; ++ty)
+      for (int tx = r[0]; tx <= r[1]; ++tx) ++bins.offsets[int64_t(ty) * tiles_x + tx + 1];
+  }
+  for (size_t t = 1; t < bins.offsets.size(); ++t) bins.offsets[t] += bins.offsets[t - 1];
+  bins.ids.resize(bins.offsets.back());
+  std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
+  for (const auto& entry : order) {
+    const int32_t* r = &rect[4 * int64_t(entry.second)];
+    for (int ty = r[2]; ty <= r[3]; ++ty)
+      for (int tx = r[0]; tx <= r[1]; ++tx) bins.ids[cursor[int64_t(ty) * tiles_x + tx]++] = entry.second;
+  }
+  return bins;
+}
+
+// Gathers one tile's Gaussians into a contiguous buffer so the per-pixel loop stays in cache.
+template <typename T>
+void pack_tile(const int32_t* ids, int64_t count, const T* means2d, const T* conics,
+               const T* opacities, const T* feats, int channels, std::vector<T>& buf) {
+  const int stride = kHeader + channels;
+  buf.resize(count * stride);
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t g = ids[k];
+    T* p = &buf[k * stride];
+    p[0] = means2d[2 * g];
+    p[1] = means2d[2 * g + 1];
+    p[2] = conics[3 * g];
+    p[3] = conics[3 * g + 1];
+    p[4] = conics[3 * g + 2];
+    p[5] = opacities[g];
+    // Below this power alpha < 1/255 for certain: the 1e-3 margin dwarfs exp() rounding.
+    p[6] = -std::log(T(255) * p[5]) - T(1e-3);
+    for (int c = 0; c < channels; ++c) p[kHeader + c] = feats[g * channels + c];
+  }
+}
+// Pixels of one tile row that a Gaussian can reach: the x interval where its power stays at or
+// above the cut, a dx^2 + 2 b dy dx + c dy^2 + 2 cut <= 0, solved in double and widened by
+// 1e-6 px. The cut sits 1e-3 below the true 1/255 level, so the interval is a strict superset of
+// the pixels hc_gauss::counts accepts: skipping the others changes no result, only saves work.
+// Per Gaussian (double): mx, my, b / a, -2 cut / a, (a c - b^2) / a^2, half height in rows.
+constexpr int kSpan = 6;
+
+template <typename T>
+void pack_spans(const T* buf, int64_t count, int stride, std::vector<double>& spans) {
+  spans.resize(count * kSpan);
+  for (int64_t k = 0; k < count; ++k) {
+    const T* p = &buf[k * stride];
+    const double a = p[2], b = p[3], c = p[4], cut = p[6];
+    double* s = &spans[k * kSpan];
+    s[0] = p[0];
+    s[1] = p[1];
+    s[2] = b / a;
+    s[3] = -2.0 * cut / a;
+    s[4] = (a * c - b * b) / (a * a);
+    s[5] = s[4] > 0.0 ? std::sqrt(std::max(0.0, s[3] / s[4])) + 1e-6 : 0.0;
+  }
+}
+
+// Returns false when the row is missed; otherwise [j0, j1] within [0, row_width).
+inline bool row_interval(const double* s, int py, int x0, int row_width, int& j0, int& j1) {
+  const double dy = double(py) - s[1];
+  const double rad = s[3] - s[4] * dy * dy;
+  if (!(rad >= 0.0)) return false;
+  const double half = std::sqrt(rad);
+  const double centre = s[0] - s[2] * dy - x0;
+  const double lo = centre - half - 1e-6, hi = centre + half + 1e-6;
+  if (hi < 0.0 || lo > double(row_width - 1)) return false;
+  j0 = lo <= 0.0 ? 0 : int(std::ceil(lo));
+  j1 = hi >= double(row_width - 1) ? row_width - 1 : int(std::floor(hi));
+  return j0 <= j1;
+}
+
+// power and exp(power) for pixels j0..j1 of a row; a plain loop the compiler vectorises
+// (hc_exp is branch-free for float).
+template <typename T>
+inline void bulk_gauss(const T* p, int x0, T dy, int j0, int j1, T* power, T* gauss) {
+  const T a = p[2], b = p[3], c = p[4], mx = p[0];
+#pragma omp simd
+  for (int j = j0; j <= j1; ++j) {
+    const T dx = T(x0 + j) - mx;
+    power[j] = hc_gauss::gauss_power(a, b, c, dx, dy);
+    gauss[j] = hc_gauss::hc_exp(power[j]);
+  }
+}
+
+// Rows of the tile [y0, y1) that a Gaussian's cut ellipse reaches, as [r0, r1]; false if none.
+inline bool row_range(const double* s, int y0, int y1, int& r0, int& r1) {
+  const double lo = s[1] - s[5], hi = s[1] + s[5];
+  if (hi < double(y0) || lo > double(y1 - 1)) return false;
+  r0 = lo <= double(y0) ? y0 : int(std::ceil(lo));
+  r1 = hi >= double(y1 - 1) ? y1 - 1 : int(std::floor(hi));
+  return r0 <= r1;
+}
+
+// Splat order: the tile's Gaussians are visited front to back, each touching only the pixels
+// its ellipse reaches; every pixel keeps its own transmittance and stops (done) exactly where
+// a per-pixel loop would break.
+template <typename T, int CT>
+void forward_tiles(const Bins& bins, const T* means2d, const T* conics, const T* opacities,
+                   const T* feats, int channels, int width, int height, int tile, int n_threads,
+                   T* out, T* final_t, int32_t* last) {
+  const int C = CT > 0 ? CT : channels;
+  const int stride = kHeader + C;
+  const int tiles_x = (width + tile - 1) / tile;
+  const int64_t n_tiles = int64_t(bins.offsets.size()) - 1;
+  const int64_t area = int64_t(tile) * tile;
+#pragma omp parallel num_threads(n_threads)
+  {
+    // Per-tile pixel state, channels planar so the span loops vectorise over pixels.
+    std::vector<T> buf, trans(area), acc(area * C), power(tile), gauss(tile), weight(tile);
+    std::vector<int32_t> n_used(area), done(area);
+    std::vector<double> spans;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < n_tiles; ++t) {
+      const int64_t begin = bins.offsets[t], count = bins.offsets[t + 1] - begin;
+      if (count == 0) continue;
+      pack_tile(&bins.ids[begin], count, means2d, conics, opacities, feats, C, buf);
+      pack_spans(buf.data(), count, stride, spans);
+      const int x0 = int(t % tiles_x) * tile, y0 = int(t / tiles_x) * tile;
+      const int x1 = std::min(width, x0 + tile), y1 = std::min(height, y0 + tile);
+      const int row_width = x1 - x0;
+      std::fill(trans.begin(), trans.end(), T(1));
+      std::fill(acc.begin(), acc.end(), T(0));
+      std::fill(n_used.begin(), n_used.end(), 0);
+      std::fill(done.begin(), done.end(), 0);
+      int64_t active = int64_t(row_width) * (y1 - y0);
+      for (int64_t k = 0; k < count && active > 0; ++k) {
+        const T* p = &buf[k * stride];
+        const double* sp = &spans[k * kSpan];
+        int r0, r1;
+        if (!row_range(sp, y0, y1, r0, r1)) continue;
+        const T opacity = p[5];
+        const int32_t used_mark = int32_t(k + 1);
+        for (int py = r0; py <= r1; ++py) {
+          int j0, j1;
+          if (!row_interval(sp, py, x0, row_width, j0, j1)) continue;
+          const T dy = T(py) - p[1];
+          bulk_gauss(p, x0, dy, j0, j1, power.data(), gauss.data());
+          const int64_t lrow = int64_t(py - y0) * tile;
+          T* tr = &trans[lrow];
+          int32_t* nu = &n_used[lrow];
+          int32_t* dn = &done[lrow];
+          int32_t n_term = 0;
+          // Same arithmetic as the per-pixel loop in reference.py, written with selects:
+          // a pixel whose transmittance would drop to 1e-4 is done and ignores the rest.
+#pragma omp simd reduction(+ : n_term)
+          for (int j = j0; j <= j1; ++j) {
+            const T alpha = hc_gauss::clamped_alpha(opacity, gauss[j]);
+            const bool valid = hc_gauss::counts(power[j], alpha) & (dn[j] == 0);
+            const T next = tr[j] * (T(1) - alpha);
+            const bool term = valid & (next <= min_transmittance<T>());
+            const bool use = valid & !term;
+            weight[j] = use ? alpha * tr[j] : T(0);
+            tr[j] = use ? next : tr[j];
+            nu[j] = use ? used_mark : nu[j];
+            dn[j] = term ? 1 : dn[j];
+            n_term += term ? 1 : 0;
+          }
+          active -= n_term;
+          for (int c = 0; c < C; ++c) {
+            const T f = p[kHeader + c];
+            T* a = &acc[c * area + lrow];
+#pragma omp simd
+            for (int j = j0; j <= j1; ++j) a[j] += weight[j] * f;
+          }
+        }
+      }
+      for (int py = y0; py < y1; ++py) {
+        for (int j = 0; j < row_width; ++j) {
+          const int64_t l = int64_t(py - y0) * tile + j;
+          const int64_t pix = int64_t(py) * width + x0 + j;
+          for (int c = 0; c < C; ++c) out[pix * C + c] = acc[c * area + l];
+          final_t[pix] = trans[l];
+          last[pix] = n_used[l];
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int CT>
+void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles, int64_t n,
+                    const T* means2d, const T* conics, const T* opacities, const T* feats,
+                    int channels, int width, int height, int tile, int n_threads,
+                    const T* final_t, const int32_t* last, const T* g_out, const T* g_alpha_out,
+                    T* thread_grads) {
+  const int C = CT > 0 ? CT : channels;
+  const int stride = kHeader + C;
+  // Gradient record per Gaussian: 2 mean, 3 conic, 1 opacity, C features. Each thread owns a
+  // full (N, 6 + C) buffer, summed afterwards: no atomics in the hot loop.
+  const int gstride = 6 + C;
+  const int tiles_x = (width + tile - 1) / tile;
+  const int64_t area = int64_t(tile) * tile;
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<T> buf, trans(area), behind(area * C), g_pix(area * C), g_t(area), local(gstride);
+    std::vector<T> power(tile), gauss(tile), weight(tile), t_before(tile), inv(tile),
+        g_alpha(tile), use(tile), grad_on(tile), alpha_v(tile);
+    std::vector<int32_t> last_l(area);
+    std::vector<double> spans;
+    T* tg = thread_grads + int64_t(omp_get_thread_num()) * n * gstride;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < n_tiles; ++t) {
+      const int64_t begin = offsets[t], count = offsets[t + 1] - begin;
+      if (count == 0) continue;
+      const int x0 = int(t % tiles_x) * tile, y0 = int(t / tiles_x) * tile;
+      const int x1 = std::min(width, x0 + tile), y1 = std::min(height, y0 + tile);
+      const int row_width = x1 - x0;
+      int32_t k_end = 0;
+      for (int py = y0; py < y1; ++py) {
+        for (int j = 0; j < row_width; ++j) {
+          const int64_t pix = int64_t(py) * width + x0 + j;
+          const int64_t l = int64_t(py - y0) * tile + j;
+          trans[l] = final_t[pix];
+          last_l[l] = last[pix];
+          // d alpha_out / d alpha_i = T_final / (1 - alpha_i): the numerator per pixel.
+          g_t[l] = g_alpha_out[pix] * final_t[pix];
+          for (int c = 0; c < C; ++c) g_pix[c * area + l] = g_out[pix * C + c];
+          k_end = std::max(k_end, last[pix]);
+        }
+      }
+      if (k_end == 0) continue;
+      pack_tile(&ids[begin], k_end, means2d, conics, opacities, feats, C, buf);
+      pack_spans(buf.data(), k_end, stride, spans);
+      std::fill(behind.begin(), behind.end(), T(0));
+      // Back to front: each pixel sees exactly the Gaussians it composited, in reverse.
+      for (int64_t k = int64_t(k_end) - 1; k >= 0; --k) {
+        const T* p = &buf[k * stride];
+        const double* sp = &spans[k * kSpan];
+        int r0, r1;
+        if (!row_range(sp, y0, y1, r0, r1)) continue;
+        const T mx = p[0], a = p[2], b = p[3], cc = p[4], opacity = p[5];
+        std::fill(local.begin(), local.end(), T(0));
+        bool touched = false;
+        for (int py = r0; py <= r1; ++py) {
+          int j0, j1;
+          if (!row_interval(sp, py, x0, row_width, j0, j1)) continue;
+          touched = true;
+          const T dy = T(py) - p[1];
+          bulk_gauss(p, x0, dy, j0, j1, power.data(), gauss.data());
+          const int64_t lrow = int64_t(py - y0) * tile;
+          T* tr = &trans[lrow];
+          const int32_t* lu = &last_l[lrow];
+          const T* gt = &g_t[lrow];
+          const int32_t k32 = int32_t(k);  // 32-bit compare keeps the loop vectorisable
+          // Selects and the division sit in separate loops: GCC does not vectorise a loop that
+          // has both.
+#pragma omp simd
+          for (int j = j0; j <= j1; ++j) {
+            const T alpha = hc_gauss::clamped_alpha(opacity, gauss[j]);
+            const bool valid = hc_gauss::counts(power[j], alpha) & (k32 < lu[j]);
+            alpha_v[j] = alpha;
+            use[j] = valid ? T(1) : T(0);
+            grad_on[j] = (valid & (opacity * gauss[j] <= hc_gauss::max_alpha<T>())) ? T(1) : T(0);
+          }
+#pragma omp simd
+          for (int j = j0; j <= j1; ++j) {
+            const T iv = T(1) / (T(1) - alpha_v[j]);
+            inv[j] = iv;
+            t_before[j] = tr[j] * iv;
+            weight[j] = alpha_v[j] * t_before[j];
+            g_alpha[j] = gt[j] * iv;
+          }
+          for (int c = 0; c < C; ++c) {
+            const T f = p[kHeader + c];
+            T* bh = &behind[c * area + lrow];
+            const T* go = &g_pix[c * area + lrow];
+            T g_feat = T(0);
+#pragma omp simd reduction(+ : g_feat)
+            for (int j = j0; j <= j1; ++j) {
+              g_alpha[j] += go[j] * (f * t_before[j] - bh[j] * inv[j]);
+              g_feat += go[j] * weight[j] * use[j];
+              bh[j] += f * weight[j] * use[j];  // exact: adds +0 where unused
+            }
+            local[6 + c] += g_feat;
+          }
+          T g_mx = 0, g_my = 0, g_a = 0, g_b = 0, g_c = 0, g_o = 0;
+#pragma omp simd reduction(+ : g_mx, g_my, g_a, g_b, g_c, g_o)
+          for (int j = j0; j <= j1; ++j) {
+            // alpha = opacity * exp(power) while unclamped; zero gradient where clamped.
+            const T dx = T(x0 + j) - mx;
+            const T ga = g_alpha[j] * grad_on[j];
+            const T g_power = opacity * gauss[j] * ga;
+            g_o += gauss[j] * ga;
+            g_a += T(-0.5) * dx * dx * g_power;
+            g_b += -dx * dy * g_power;
+            g_c += T(-0.5) * dy * dy * g_power;
+            g_mx += (a * dx + b * dy) * g_power;
+            g_my += (b * dx + cc * dy) * g_power;
+            tr[j] = use[j] > T(0.5) ? t_before[j] : tr[j];
+          }
+          local[0] += g_mx;
+          local[1] += g_my;
+          local[2] += g_a;
+          local[3] += g_b;
+          local[4] += g_c;
+          local[5] += g_o;
+        }
+        if (touched) {
+          T* gk = &tg[int64_t(ids[begin + k]) * gstride];
+          for (int i = 0; i < gstride; ++i) gk[i] += local[i];
+        }
+      }
+    }
+  }
+}
+
+void check_inputs(const torch::Tensor& means2d, const torch::Tensor& conics,
+                  const torch::Tensor& opacities, const torch::Tensor& feats,
+                  const torch::Tensor& depths, const torch::Tensor& extents, int tile) {
+  const auto n = means2d.size(0);
+  for (const auto* t : {&means2d, &conics, &opacities, &feats, &depths, &extents}) {
+    TORCH_CHECK(t->device().is_cpu(), "gauss_raster: CPU tensors expected");
+    TORCH_CHECK(t->is_contiguous(), "gauss_raster: contiguous tensors expected");
+    TORCH_CHECK(t->scalar_type() == means2d.scalar_type(), "gauss_raster: dtypes differ");
+    TORCH_CHECK(t->size(0) == n, "gauss_raster: Gaussian counts differ");
+  }
+  TORCH_CHECK(feats.dim() == 2 && feats.size(1) >= 1 && feats.size(1) <= kMaxChannels,
+              "gauss_raster: features must be (N, C) with 1 <= C <= 64");
+  TORCH_CHECK(tile >= 1, "gauss_raster: tile size must be positive");
+}
+
+#define HC_DISPATCH_CHANNELS(C, FN, ...)        \
+  if ((C) == 4) {                               \
+    FN<scalar_t, 4>(__VA_ARGS__);               \
+  } else if ((C) == 3) {                        \
+    FN<scalar_t, 3>(__VA_ARGS__);               \
+  } else {                                      \
+    FN<scalar_t, 0>(__VA_ARGS__);               \
+  }
+
+std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tensor conics,
+                                             torch::Tensor opacities, torch::Tensor feats,
+                                             torch::Tensor depths, torch::Tensor extents,
+                                             int64_t width, int64_t height, int64_t tile,
+                                             int64_t n_threads) {
+  check_inputs(means2d, conics, opacities, feats, depths, extents, int(tile));
+  const int C = int(feats.size(1));
+  auto out = torch::zeros({height, width, C}, feats.options());
+  auto final_t = torch::ones({height, width}, feats.options());
+  auto last = torch::zeros({height, width}, feats.options().dtype(torch::kInt32));
+  torch::Tensor offsets, ids;
+  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "gauss_raster_forward", [&] {
+    Bins bins = bin_gaussians(means2d.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(),
+                              depths.data_ptr<scalar_t>(), means2d.size(0), int(width),
+                              int(height), int(tile), int(n_threads));
+    HC_DISPATCH_CHANNELS(C, forward_tiles, bins, means2d.data_ptr<scalar_t>(),
+                         conics.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
+                         feats.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
+                         int(n_threads),
+                         out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
+                         last.data_ptr<int32_t>());
+    // The backward pass reuses the tile lists instead of binning again.
+    offsets = torch::from_blob(bins.offsets.data(), {int64_t(bins.offsets.size())},
+                               torch::kInt64).clone();
+    ids = torch::from_blob(bins.ids.data(), {int64_t(bins.ids.size())}, torch::kInt32).clone();
+  });
+  return {out, final_t, last, offsets, ids};
+}
+
+std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tensor conics,
+                                              torch::Tensor opacities, torch::Tensor feats,
+                                              torch::Tensor extents, torch::Tensor offsets,
+                                              torch::Tensor ids, torch::Tensor final_t,
+                                              torch::Tensor last, torch::Tensor grad_out,
+                                              torch::Tensor grad_alpha, int64_t width,
+                                              int64_t height, int64_t tile, int64_t n_threads) {
+  check_inputs(means2d, conics, opacities, feats, extents, extents, int(tile));
+  for (const auto* t : {&offsets, &ids, &final_t, &last, &grad_out, &grad_alpha})
+    TORCH_CHECK(t->is_contiguous() && t->device().is_cpu(),
+                "gauss_raster: contiguous CPU tensors expected in backward");
+  TORCH_CHECK(offsets.scalar_type() == torch::kInt64 && ids.scalar_type() == torch::kInt32,
+              "gauss_raster: tile lists must be int64 offsets and int32 ids");
+  TORCH_CHECK(offsets.numel() == ((width + tile - 1) / tile) * ((height + tile - 1) / tile) + 1,
+              "gauss_raster: tile offsets do not match the image size");
+  const int C = int(feats.size(1));
+  const int64_t n = means2d.size(0);
+  const int threads = int(std::max<int64_t>(1, n_threads));
+  auto thread_grads = torch::zeros({threads, n, 6 + C}, feats.options());
+  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "gauss_raster_backward", [&] {
+    HC_DISPATCH_CHANNELS(C, backward_tiles, offsets.data_ptr<int64_t>(),
+                         ids.data_ptr<int32_t>(), offsets.numel() - 1, n,
+                         means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
+                         opacities.data_ptr<scalar_t>(), feats.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
+                         threads, final_t.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
+                         grad_out.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
+                         thread_grads.data_ptr<scalar_t>());
+  });
+  auto grads = threads == 1 ? thread_grads[0] : thread_grads.sum(0);
+  return {grads.slice(1, 0, 2).contiguous(), grads.slice(1, 2, 5).contiguous(),
+          grads.select(1, 5).contiguous(), grads.slice(1, 6, 6 + C).contiguous()};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rasterize_forward", &rasterize_forward,
+        "Composite screen-space Gaussians: -> features (H,W,C), final T (H,W), n_used (H,W), "
+        "tile offsets (tiles+1), tile ids");
+  m.def("rasterize_backward", &rasterize_backward,
+        "Gradients for means2d, conics, opacities, features");
+}
