@@ -1,0 +1,203 @@
+"""The calibration report: PNG figures and an HTML page proving (or disproving) a calibration.
+
+Files written into the report folder:
+- index.html: per-camera table (RMS, views, corners, outliers, coverage, intrinsics), warnings
+- residual_histograms.png: per-camera histogram of corner reprojection errors
+- per_view_residuals.png: RMS per camera x frame (blank where the camera did not see the board)
+- coverage.png: per-camera heat-map of where the detected corners fell in the image
+- rig.png: 3D plot of the cameras (frusta) and every board pose
+- report.json: the numbers behind all of it
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from calib.calibrate import CalibrationResult
+from calib.fileio import atomic_write_bytes, atomic_write_text
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 4)
+    return math.ceil(n / cols), cols
+
+
+def plot_residual_histograms(result: CalibrationResult, path: Path, dpi: int = 70) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cams = result.rig.ids
+    rows, cols = _grid(len(cams))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.1 * rows), dpi=dpi, squeeze=False)
+    all_err = np.concatenate([np.linalg.norm(o.residuals, axis=1) for o in result.observations])
+    top = max(float(np.percentile(all_err, 99.5)), 1e-3)
+    bins = np.linspace(0, top, 30)
+    for ax, c in zip(axes.ravel(), cams):
+        obs = [o for o in result.observations if o.camera == c]
+        err = np.concatenate([np.linalg.norm(o.residuals, axis=1) for o in obs])
+        inl = np.concatenate([o.inlier for o in obs])
+        ax.hist(np.clip(err[inl], 0, top), bins=bins, color="#3a7ebf")
+        if (~inl).any():
+            ax.hist(np.clip(err[~inl], 0, top), bins=bins, color="#d9534f")
+        ax.set_title(f"{c}  RMS {result.per_camera[c]['rms_px']:.3f} px", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(cams):]:
+        ax.axis("off")
+    fig.suptitle("corner reprojection error (px); red = rejected outliers", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_per_view(result: CalibrationResult, path: Path, dpi: int = 70) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cams = result.rig.ids
+    frames = sorted(result.world_from_board)
+    table = np.full((len(cams), len(frames)), np.nan)
+    for o in result.observations:
+        table[cams.index(o.camera), frames.index(o.frame)] = o.rms
+    fig, ax = plt.subplots(figsize=(min(2 + 0.16 * len(frames), 14), 1 + 0.25 * len(cams)), dpi=dpi)
+    im = ax.imshow(table, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(cams)), cams, fontsize=6)
+    step = max(1, len(frames) // 20)
+    ax.set_xticks(range(0, len(frames), step), frames[::step], fontsize=6, rotation=90)
+    ax.set_xlabel("frame", fontsize=7)
+    fig.colorbar(im, ax=ax, label="view RMS (px)")
+    ax.set_title("per-view reprojection RMS", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_coverage(result: CalibrationResult, path: Path, dpi: int = 70, bins=(16, 12)) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cams = result.rig.ids
+    rows, cols = _grid(len(cams))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows), dpi=dpi, squeeze=False)
+    for ax, c in zip(axes.ravel(), cams):
+        w, h = result.image_sizes[c]
+        pix = np.concatenate([o.pixels for o in result.observations if o.camera == c])
+        hist, _, _ = np.histogram2d(pix[:, 1], pix[:, 0], bins=(bins[1], bins[0]), range=[[0, h], [0, w]])
+        ax.imshow(np.log1p(hist), extent=(0, w, h, 0), cmap="magma", interpolation="nearest")
+        ax.set_title(f"{c}  {result.per_camera[c]['coverage']:.0%} of cells", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(cams):]:
+        ax.axis("off")
+    fig.suptitle("board coverage: detected corners per image cell (log)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_rig(result: CalibrationResult, path: Path, board_size=None, dpi: int = 80) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(6, 5), dpi=dpi)
+    ax = fig.add_subplot(projection="3d")
+    centres = np.stack([c.centre for c in result.rig])
+    span = max(float(np.ptp(centres, axis=0).max()), 0.2)
+    s = 0.08 * span
+    for cam in result.rig:
+        wfc = cam.world_from_cam
+        w, h = cam.width, cam.height
+        corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
+        rays = np.c_[(corners - cam.K[:2, 2]) / np.diag(cam.K)[:2], np.ones(4)] * s
+        pts = rays @ wfc[:3, :3].T + wfc[:3, 3]
+        o = wfc[:3, 3]
+        for p in pts:
+            ax.plot(*zip(o, p), color="#3a7ebf", lw=0.7)
+        loop = np.vstack([pts, pts[:1]])
+        ax.plot(loop[:, 0], loop[:, 1], loop[:, 2], color="#3a7ebf", lw=0.7)
+        ax.text(*o, cam.id, fontsize=6)
+    bw, bh = board_size if board_size is not None else (0.2, 0.15)
+    outline = np.array([[0, 0, 0], [bw, 0, 0], [bw, bh, 0], [0, bh, 0], [0, 0, 0]], float)
+    for m in result.world_from_board.values():
+        q = outline @ m[:3, :3].T + m[:3, 3]
+        ax.plot(q[:, 0], q[:, 1], q[:, 2], color="#e39b2d", lw=0.6, alpha=0.7)
+    allp = np.vstack([centres] + [m[:3, 3][None] for m in result.world_from_board.values()])
+    mid, rad = allp.mean(axis=0), 0.55 * float(np.ptp(allp, axis=0).max() + 1e-6)
+    ax.set_xlim(mid[0] - rad, mid[0] + rad)
+    ax.set_ylim(mid[1] - rad, mid[1] + rad)
+    ax.set_zlim(mid[2] - rad, mid[2] + rad)
+    ax.set_xlabel("x (m)", fontsize=7)
+    ax.set_ylabel("y (m)", fontsize=7)
+    ax.set_zlabel("z (m)", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.set_title(f"{len(result.rig)} cameras (blue), {len(result.world_from_board)} board poses (orange)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def write_report(result: CalibrationResult, out_dir, board=None, title: str = "headcap calibration",
+                 detections_summary: list[dict] | None = None) -> Path:
+    """Write every figure, report.json and index.html into `out_dir`; returns index.html's path.
+    board: the BoardSpec (for the board outlines in the rig plot)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_residual_histograms(result, out / "residual_histograms.png")
+    plot_per_view(result, out / "per_view_residuals.png")
+    plot_coverage(result, out / "coverage.png")
+    plot_rig(result, out / "rig.png", board.size if board is not None else None)
+    summary = result.summary()
+    summary["board"] = str(board) if board is not None else None
+    summary["views"] = [{"camera": o.camera, "frame": o.frame, "rms_px": o.rms, "corners": int(len(o.ids)),
+                         "outliers": int((~o.inlier).sum())} for o in result.observations]
+    if detections_summary is not None:
+        summary["detections"] = detections_summary
+    atomic_write_text(out / "report.json", json.dumps(summary, indent=1, default=_jsonable) + "\n")
+
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(c)}</td><td>{p['rms_px']:.4f}</td><td>{p['views']}</td><td>{p['corners']}</td>"
+        f"<td>{p['outliers']}</td><td>{p['coverage']:.0%}</td><td>{p['fx']:.2f}</td><td>{p['fy']:.2f}</td>"
+        f"<td>{p['cx']:.2f}</td><td>{p['cy']:.2f}</td></tr>" for c, p in result.per_camera.items())
+    warn = "".join(f"<li>{esc(w)}</li>" for w in result.warnings) or "<li>none</li>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style>
+</head><body><h1>{esc(title)}</h1>
+<p>Board: {esc(str(board))}. Overall RMS <b>{result.rms:.4f} px</b> (initialisation {result.initial_rms:.3f} px) over
+{sum(int(o.inlier.sum()) for o in result.observations)} corners, {len(result.world_from_board)} board poses.</p>
+<h2>Warnings</h2><ul>{warn}</ul>
+<h2>Cameras</h2><table><tr><th>camera</th><th>RMS px</th><th>views</th><th>corners</th><th>outliers</th>
+<th>coverage</th><th>fx</th><th>fy</th><th>cx</th><th>cy</th></tr>{rows}</table>
+<h2>Rig and board poses</h2><img src="rig.png">
+<h2>Residual histograms</h2><img src="residual_histograms.png">
+<h2>Per-view residuals</h2><img src="per_view_residuals.png">
+<h2>Board coverage</h2><img src="coverage.png">
+</body></html>
+"""
+    atomic_write_text(out / "index.html", page)
+    return out / "index.html"
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
