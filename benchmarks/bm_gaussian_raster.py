@@ -35,6 +35,7 @@ def _case(n: int, res: int, backend: str, threads: int, repeats: int) -> dict:
 
     torch.set_num_threads(threads)
     from avatar.gaussians import project_gaussians, rasterize_cpu, rasterize_reference, sh_to_color
+    from avatar.gaussians.cpu import project_cpu
     from avatar.gaussians.projection import camera_center
     from avatar.gaussians.synthetic import pinhole, random_scene
 
@@ -44,13 +45,16 @@ def _case(n: int, res: int, backend: str, threads: int, repeats: int) -> dict:
 
     def render(leaves):
         means, quats, scales, opac, sh = leaves
+        if backend == "cpu":  # what rasterize_gaussians(backend="cpu") runs
+            means2d, conics, feats, extents, _ = project_cpu(means, quats, scales, opac, sh, K,
+                                                             cfw, res, res, n_threads=threads)
+            return rasterize_cpu(means2d, conics, opac, feats, feats[:, 3].detach(), extents,
+                                 res, res, n_threads=threads)
         proj = project_gaussians(means, quats, scales, opac, K, cfw, res, res)
         colors = sh_to_color(sh, means - camera_center(cfw))
         feats = torch.cat([colors, proj.depths[:, None]], dim=1)
-        args = (proj.means2d, proj.conics, opac, feats, proj.depths, proj.extents, res, res)
-        if backend == "cpu":
-            return rasterize_cpu(*args, n_threads=threads)
-        return rasterize_reference(*args, chunk=16, checkpoint=True)
+        return rasterize_reference(proj.means2d, proj.conics, opac, feats, proj.depths,
+                                   proj.extents, res, res, chunk=16, checkpoint=True)
 
     times = {"forward": [], "forward_backward": [], "forward_cpu": [], "forward_backward_cpu": []}
     for it in range(repeats + 1):

@@ -1,16 +1,18 @@
-// CPU Gaussian splat rasterizer: tile binning, depth sort, front-to-back compositing with early
-// termination, and the analytic backward pass. Projection happens in torch (autograd); this
-// kernel takes screen-space Gaussians (means2d, conics, opacities, features) and composites
-// features with pixel centres at integer coordinates. The spec is
-// avatar/gaussians/reference.py::rasterize_reference.
+// CPU Gaussian splat rasterizer: tile binning (radix depth sort, parallel list fill), front-to-
+// back compositing with early termination, and the analytic backward pass. It takes screen-
+// space Gaussians (means2d, conics, opacities, features) and composites features with pixel
+// centres at integer coordinates; projection + colour run in gauss_raster_project.cpp (bound
+// here too). The spec is avatar/gaussians/reference.py::rasterize_reference.
 #include <torch/extension.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 #include <vector>
 
+#include "gauss_raster_bin.h"
 #include "gauss_raster_math.h"
 
 namespace {
@@ -21,77 +23,22 @@ constexpr int kMaxChannels = 64;
 // Packed per-Gaussian record: mx, my, a, b, c, opacity, power cut, then the C features.
 constexpr int kHeader = 7;
 
-struct Bins {
-  std::vector<int64_t> offsets;  // (tiles + 1)
-  std::vector<int32_t> ids;      // Gaussian ids per tile, front to back
-};
+using hc_gauss_bin::Bins;
+using hc_gauss_bin::bin_gaussians;
 
-// Gaussians to tiles through their exact alpha >= 1/255 extents; each tile's list comes out in
-// (depth, id) order because Gaussians are visited in that order.
+// Packs one Gaussian's record (see kHeader) into p.
 template <typename T>
-Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t n, int width,
-                   int height, int tile, int n_threads) {
-  const int tiles_x = (width + tile - 1) / tile;
-  const int tiles_y = (height + tile - 1) / tile;
-  std::vector<int32_t> rect(4 * n, -1);
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const T ex = extents[2 * i], ey = extents[2 * i + 1];
-    if (!(ex > T(0)) || !(ey > T(0))) continue;
-    const T mx = means2d[2 * i], my = means2d[2 * i + 1];
-    const double c0 = std::max(0.0, std::ceil(double(mx - ex)));
-    const double c1 = std::min(double(width - 1), std::floor(double(mx + ex)));
-    const double r0 = std::max(0.0, std::ceil(double(my - ey)));
-    const double r1 = std::min(double(height - 1), std::floor(double(my + ey)));
-    if (!(c0 <= c1) || !(r0 <= r1)) continue;
-    rect[4 * i + 0] = int32_t(c0) / tile;
-    rect[4 * i + 1] = int32_t(c1) / tile;
-    rect[4 * i + 2] = int32_t(r0) / tile;
-    rect[4 * i + 3] = int32_t(r1) / tile;
-  }
-  std::vector<std::pair<T, int32_t>> order;
-  order.reserve(n);
-  for (int64_t i = 0; i < n; ++i)
-    if (rect[4 * i] >= 0) order.emplace_back(depths[i], int32_t(i));
-  std::sort(order.begin(), order.end());
-
-  Bins bins;
-  bins.offsets.assign(int64_t(tiles_x) * tiles_y + 1, 0);
-  for (const auto& entry : order) {
-    const int32_t* r = &rect[4 * int64_t(entry.second)];
-    for (int ty = r[2]; ty <= r[3]; ++ty)
-      for (int tx = r[0]; tx <= r[1]; ++tx) ++bins.offsets[int64_t(ty) * tiles_x + tx + 1];
-  }
-  for (size_t t = 1; t < bins.offsets.size(); ++t) bins.offsets[t] += bins.offsets[t - 1];
-  bins.ids.resize(bins.offsets.back());
-  std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
-  for (const auto& entry : order) {
-    const int32_t* r = &rect[4 * int64_t(entry.second)];
-    for (int ty = r[2]; ty <= r[3]; ++ty)
-      for (int tx = r[0]; tx <= r[1]; ++tx) bins.ids[cursor[int64_t(ty) * tiles_x + tx]++] = entry.second;
-  }
-  return bins;
-}
-
-// Gathers one tile's Gaussians into a contiguous buffer so the per-pixel loop stays in cache.
-template <typename T>
-void pack_tile(const int32_t* ids, int64_t count, const T* means2d, const T* conics,
-               const T* opacities, const T* feats, int channels, std::vector<T>& buf) {
-  const int stride = kHeader + channels;
-  buf.resize(count * stride);
-  for (int64_t k = 0; k < count; ++k) {
-    const int64_t g = ids[k];
-    T* p = &buf[k * stride];
-    p[0] = means2d[2 * g];
-    p[1] = means2d[2 * g + 1];
-    p[2] = conics[3 * g];
-    p[3] = conics[3 * g + 1];
-    p[4] = conics[3 * g + 2];
-    p[5] = opacities[g];
-    // Below this power alpha < 1/255 for certain: the 1e-3 margin dwarfs exp() rounding.
-    p[6] = -std::log(T(255) * p[5]) - T(1e-3);
-    for (int c = 0; c < channels; ++c) p[kHeader + c] = feats[g * channels + c];
-  }
+inline void pack_record(int64_t g, const T* means2d, const T* conics, const T* opacities,
+                        const T* feats, int channels, T* p) {
+  p[0] = means2d[2 * g];
+  p[1] = means2d[2 * g + 1];
+  p[2] = conics[3 * g];
+  p[3] = conics[3 * g + 1];
+  p[4] = conics[3 * g + 2];
+  p[5] = opacities[g];
+  // Below this power alpha < 1/255 for certain: the 1e-3 margin dwarfs exp() rounding.
+  p[6] = -std::log(T(255) * p[5]) - T(1e-3);
+  for (int c = 0; c < channels; ++c) p[kHeader + c] = feats[g * channels + c];
 }
 // Pixels of one tile row that a Gaussian can reach: the x interval where its power stays at or
 // above the cut, a dx^2 + 2 b dy dx + c dy^2 + 2 cut <= 0, solved in double and widened by
@@ -101,18 +48,47 @@ void pack_tile(const int32_t* ids, int64_t count, const T* means2d, const T* con
 constexpr int kSpan = 6;
 
 template <typename T>
-void pack_spans(const T* buf, int64_t count, int stride, std::vector<double>& spans) {
+inline void pack_span(const T* p, double* s) {
+  const double a = p[2], b = p[3], c = p[4], cut = p[6];
+  s[0] = p[0];
+  s[1] = p[1];
+  s[2] = b / a;
+  s[3] = -2.0 * cut / a;
+  s[4] = (a * c - b * b) / (a * a);
+  s[5] = s[4] > 0.0 ? std::sqrt(std::max(0.0, s[3] / s[4])) + 1e-6 : 0.0;
+}
+
+// Records and spans of every binned Gaussian, computed once per pass; each tile then gathers
+// its Gaussians' copies into contiguous buffers so that its loops stay in cache.
+template <typename T>
+struct Packed {
+  std::vector<T> rec;        // (N, kHeader + C)
+  std::vector<double> span;  // (N, kSpan)
+};
+
+template <typename T>
+void pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities, const T* feats,
+              const T* extents, int channels, int n_threads, Packed<T>& pk) {
+  const int stride = kHeader + channels;
+  pk.rec.assign(n * stride, T(0));
+  pk.span.assign(n * kSpan, 0.0);
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+  for (int64_t g = 0; g < n; ++g) {
+    if (!(extents[2 * g] > T(0)) || !(extents[2 * g + 1] > T(0))) continue;  // never binned
+    pack_record(g, means2d, conics, opacities, feats, channels, &pk.rec[g * stride]);
+    pack_span(&pk.rec[g * stride], &pk.span[g * kSpan]);
+  }
+}
+
+template <typename T>
+void gather_tile(const int32_t* ids, int64_t count, const Packed<T>& pk, int stride,
+                 std::vector<T>& buf, std::vector<double>& spans) {
+  buf.resize(count * stride);
   spans.resize(count * kSpan);
   for (int64_t k = 0; k < count; ++k) {
-    const T* p = &buf[k * stride];
-    const double a = p[2], b = p[3], c = p[4], cut = p[6];
-    double* s = &spans[k * kSpan];
-    s[0] = p[0];
-    s[1] = p[1];
-    s[2] = b / a;
-    s[3] = -2.0 * cut / a;
-    s[4] = (a * c - b * b) / (a * a);
-    s[5] = s[4] > 0.0 ? std::sqrt(std::max(0.0, s[3] / s[4])) + 1e-6 : 0.0;
+    const int64_t g = ids[k];
+    std::copy_n(&pk.rec[g * stride], stride, &buf[k * stride]);
+    std::copy_n(&pk.span[g * kSpan], kSpan, &spans[k * kSpan]);
   }
 }
 
@@ -156,11 +132,13 @@ inline bool row_range(const double* s, int y0, int y1, int& r0, int& r1) {
 // its ellipse reaches; every pixel keeps its own transmittance and stops (done) exactly where
 // a per-pixel loop would break.
 template <typename T, int CT>
-void forward_tiles(const Bins& bins, const T* means2d, const T* conics, const T* opacities,
-                   const T* feats, int channels, int width, int height, int tile, int n_threads,
-                   T* out, T* final_t, int32_t* last) {
+void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conics,
+                   const T* opacities, const T* feats, const T* extents, int channels, int width,
+                   int height, int tile, int n_threads, T* out, T* final_t, int32_t* last) {
   const int C = CT > 0 ? CT : channels;
   const int stride = kHeader + C;
+  Packed<T> pk;
+  pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   const int tiles_x = (width + tile - 1) / tile;
   const int64_t n_tiles = int64_t(bins.offsets.size()) - 1;
   const int64_t area = int64_t(tile) * tile;
@@ -168,14 +146,13 @@ void forward_tiles(const Bins& bins, const T* means2d, const T* conics, const T*
   {
     // Per-tile pixel state, channels planar so the span loops vectorise over pixels.
     std::vector<T> buf, trans(area), acc(area * C), power(tile), gauss(tile), weight(tile);
-    std::vector<int32_t> n_used(area), done(area);
+    std::vector<int32_t> n_used(area), done(area), row_active(tile);
     std::vector<double> spans;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < n_tiles; ++t) {
       const int64_t begin = bins.offsets[t], count = bins.offsets[t + 1] - begin;
       if (count == 0) continue;
-      pack_tile(&bins.ids[begin], count, means2d, conics, opacities, feats, C, buf);
-      pack_spans(buf.data(), count, stride, spans);
+      gather_tile(&bins.ids[begin], count, pk, stride, buf, spans);
       const int x0 = int(t % tiles_x) * tile, y0 = int(t / tiles_x) * tile;
       const int x1 = std::min(width, x0 + tile), y1 = std::min(height, y0 + tile);
       const int row_width = x1 - x0;
@@ -184,6 +161,8 @@ void forward_tiles(const Bins& bins, const T* means2d, const T* conics, const T*
       std::fill(n_used.begin(), n_used.end(), 0);
       std::fill(done.begin(), done.end(), 0);
       int64_t active = int64_t(row_width) * (y1 - y0);
+      // Pixels still compositing per tile row: a row whose pixels are all done is skipped.
+      std::fill(row_active.begin(), row_active.end(), row_width);
       for (int64_t k = 0; k < count && active > 0; ++k) {
         const T* p = &buf[k * stride];
         const double* sp = &spans[k * kSpan];
@@ -193,7 +172,7 @@ void forward_tiles(const Bins& bins, const T* means2d, const T* conics, const T*
         const int32_t used_mark = int32_t(k + 1);
         for (int py = r0; py <= r1; ++py) {
           int j0, j1;
-          if (!row_interval(sp, py, x0, row_width, j0, j1)) continue;
+          if (row_active[py - y0] == 0 || !row_interval(sp, py, x0, row_width, j0, j1)) continue;
           const T dy = T(py) - p[1];
           bulk_gauss(p, x0, dy, j0, j1, power.data(), gauss.data());
           const int64_t lrow = int64_t(py - y0) * tile;
@@ -217,6 +196,7 @@ void forward_tiles(const Bins& bins, const T* means2d, const T* conics, const T*
             n_term += term ? 1 : 0;
           }
           active -= n_term;
+          row_active[py - y0] -= n_term;
           for (int c = 0; c < C; ++c) {
             const T f = p[kHeader + c];
             T* a = &acc[c * area + lrow];
@@ -241,11 +221,13 @@ void forward_tiles(const Bins& bins, const T* means2d, const T* conics, const T*
 template <typename T, int CT>
 void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles, int64_t n,
                     const T* means2d, const T* conics, const T* opacities, const T* feats,
-                    int channels, int width, int height, int tile, int n_threads,
-                    const T* final_t, const int32_t* last, const T* g_out, const T* g_alpha_out,
-                    T* thread_grads) {
+                    const T* extents, int channels, int width, int height, int tile,
+                    int n_threads, const T* final_t, const int32_t* last, const T* g_out,
+                    const T* g_alpha_out, T* thread_grads) {
   const int C = CT > 0 ? CT : channels;
   const int stride = kHeader + C;
+  Packed<T> pk;
+  pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   // Gradient record per Gaussian: 2 mean, 3 conic, 1 opacity, C features. Each thread owns a
   // full (N, 6 + C) buffer, summed afterwards: no atomics in the hot loop.
   const int gstride = 6 + C;
@@ -256,7 +238,7 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
     std::vector<T> buf, trans(area), behind(area * C), g_pix(area * C), g_t(area), local(gstride);
     std::vector<T> power(tile), gauss(tile), weight(tile), t_before(tile), inv(tile),
         g_alpha(tile), use(tile), grad_on(tile), alpha_v(tile);
-    std::vector<int32_t> last_l(area);
+    std::vector<int32_t> last_l(area), row_end(tile);
     std::vector<double> spans;
     T* tg = thread_grads + int64_t(omp_get_thread_num()) * n * gstride;
 #pragma omp for schedule(dynamic, 1)
@@ -267,6 +249,8 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
       const int x1 = std::min(width, x0 + tile), y1 = std::min(height, y0 + tile);
       const int row_width = x1 - x0;
       int32_t k_end = 0;
+      // Per tile row, the end of the longest pixel list: rows ending before k are skipped.
+      std::fill(row_end.begin(), row_end.end(), 0);
       for (int py = y0; py < y1; ++py) {
         for (int j = 0; j < row_width; ++j) {
           const int64_t pix = int64_t(py) * width + x0 + j;
@@ -277,11 +261,11 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
           g_t[l] = g_alpha_out[pix] * final_t[pix];
           for (int c = 0; c < C; ++c) g_pix[c * area + l] = g_out[pix * C + c];
           k_end = std::max(k_end, last[pix]);
+          row_end[py - y0] = std::max(row_end[py - y0], last[pix]);
         }
       }
       if (k_end == 0) continue;
-      pack_tile(&ids[begin], k_end, means2d, conics, opacities, feats, C, buf);
-      pack_spans(buf.data(), k_end, stride, spans);
+      gather_tile(&ids[begin], k_end, pk, stride, buf, spans);
       std::fill(behind.begin(), behind.end(), T(0));
       // Back to front: each pixel sees exactly the Gaussians it composited, in reverse.
       for (int64_t k = int64_t(k_end) - 1; k >= 0; --k) {
@@ -294,7 +278,8 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
         bool touched = false;
         for (int py = r0; py <= r1; ++py) {
           int j0, j1;
-          if (!row_interval(sp, py, x0, row_width, j0, j1)) continue;
+          if (int64_t(row_end[py - y0]) <= k || !row_interval(sp, py, x0, row_width, j0, j1))
+            continue;
           touched = true;
           const T dy = T(py) - p[1];
           bulk_gauss(p, x0, dy, j0, j1, power.data(), gauss.data());
@@ -404,9 +389,10 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
     Bins bins = bin_gaussians(means2d.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(),
                               depths.data_ptr<scalar_t>(), means2d.size(0), int(width),
                               int(height), int(tile), int(n_threads));
-    HC_DISPATCH_CHANNELS(C, forward_tiles, bins, means2d.data_ptr<scalar_t>(),
+    HC_DISPATCH_CHANNELS(C, forward_tiles, bins, means2d.size(0), means2d.data_ptr<scalar_t>(),
                          conics.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
-                         feats.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
+                         feats.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(), C,
+                         int(width), int(height), int(tile),
                          int(n_threads),
                          out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
                          last.data_ptr<int32_t>());
@@ -441,7 +427,8 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
     HC_DISPATCH_CHANNELS(C, backward_tiles, offsets.data_ptr<int64_t>(),
                          ids.data_ptr<int32_t>(), offsets.numel() - 1, n,
                          means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
-                         opacities.data_ptr<scalar_t>(), feats.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
+                         opacities.data_ptr<scalar_t>(), feats.data_ptr<scalar_t>(),
+                         extents.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
                          threads, final_t.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
                          grad_out.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
                          thread_grads.data_ptr<scalar_t>());
@@ -453,10 +440,29 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
 
 }  // namespace
 
+// gauss_raster_project.cpp
+std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor quats,
+                                           torch::Tensor scales, torch::Tensor opacities,
+                                           torch::Tensor coefs, torch::Tensor K,
+                                           torch::Tensor cfw, int64_t width, int64_t height,
+                                           double near, double far, double eps2d,
+                                           int64_t n_threads);
+std::vector<torch::Tensor> project_backward(torch::Tensor means, torch::Tensor quats,
+                                            torch::Tensor scales, torch::Tensor coefs,
+                                            torch::Tensor K, torch::Tensor cfw, int64_t width,
+                                            int64_t height, double near, double far,
+                                            double eps2d, torch::Tensor g_means2d,
+                                            torch::Tensor g_conics, torch::Tensor g_feats,
+                                            int64_t n_threads);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_forward", &rasterize_forward,
         "Composite screen-space Gaussians: -> features (H,W,C), final T (H,W), n_used (H,W), "
         "tile offsets (tiles+1), tile ids");
   m.def("rasterize_backward", &rasterize_backward,
         "Gradients for means2d, conics, opacities, features");
+  m.def("project_forward", &project_forward,
+        "EWA projection + colour: -> means2d, conics, feats (colour, depth), extents, radii");
+  m.def("project_backward", &project_backward,
+        "Gradients for means, quats, scales, colours / SH coefficients");
 }

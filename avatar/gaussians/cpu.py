@@ -9,8 +9,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 _CSRC = Path(__file__).resolve().parents[1] / "csrc"
-SOURCES = [_CSRC / "gauss_raster.cpp"]
-HEADERS = [_CSRC / "gauss_raster_math.h"]
+SOURCES = [_CSRC / "gauss_raster.cpp", _CSRC / "gauss_raster_project.cpp"]
+HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
+           _CSRC / "gauss_raster_bin.h"]
 
 
 def load_cpu_kernel():
@@ -22,6 +23,56 @@ def load_cpu_kernel():
     digest = hashlib.sha1(b"".join(h.read_bytes() for h in HEADERS)).hexdigest()[:12]
     return load_extension("gauss_raster", SOURCES,
                           extra_cflags=(f"-DHC_GAUSS_HEADER_{digest}", f"-I{_CSRC}"))
+
+
+class _ProjectCPU(torch.autograd.Function):
+    """projection.project_gaussians + sh.sh_to_color fused in C++ (one pass per Gaussian)."""
+
+    @staticmethod
+    def forward(ctx, means: Tensor, quats: Tensor, scales: Tensor, coefs: Tensor,
+                opacities: Tensor, K: Tensor, cam_from_world: Tensor, width: int, height: int,
+                near: float, far: float, eps2d: float, n_threads: int):
+        tensors = [t.detach().contiguous() for t in (means, quats, scales, coefs)]
+        cam = [t.detach().contiguous() for t in (K, cam_from_world)]
+        means2d, conics, feats, extents, radii = load_cpu_kernel().project_forward(
+            *tensors[:3], opacities.detach().contiguous(), tensors[3], *cam, width, height, near,
+            far, eps2d, n_threads)
+        ctx.save_for_backward(*tensors, *cam)
+        ctx.meta = (width, height, near, far, eps2d, n_threads)
+        ctx.mark_non_differentiable(extents, radii)
+        return means2d, conics, feats, extents, radii
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_means2d, g_conics, g_feats, _g_extents, _g_radii):
+        means, quats, scales, coefs, K, cam_from_world = ctx.saved_tensors
+        width, height, near, far, eps2d, n_threads = ctx.meta
+        n = means.shape[0]
+        channels = coefs.shape[-1]
+        zeros = lambda *shape: torch.zeros(*shape, dtype=means.dtype)  # noqa: E731
+        g_means2d = zeros(n, 2) if g_means2d is None else g_means2d.contiguous()
+        g_conics = zeros(n, 3) if g_conics is None else g_conics.contiguous()
+        g_feats = zeros(n, channels + 1) if g_feats is None else g_feats.contiguous()
+        grads = load_cpu_kernel().project_backward(
+            means, quats, scales, coefs, K, cam_from_world, width, height, near, far, eps2d,
+            g_means2d, g_conics, g_feats, n_threads)
+        return (*grads, None, None, None, None, None, None, None, None, None)
+
+
+def project_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
+                coefs: Tensor, K: Tensor, cam_from_world: Tensor, width: int, height: int,
+                near: float = 0.01, far: float = 1e10, eps2d: float = 0.3,
+                n_threads: int | None = None):
+    """projection.project_gaussians and the colour step computed by the C++ kernel.
+
+    coefs: colours (N, C) or SH coefficients (N, K, 3) (colour = max(SH(dir) + 0.5, 0)).
+    K, cam_from_world get no gradient. Returns means2d (N, 2), conics (N, 3),
+    feats (N, C + 1) = (colour, camera z), extents (N, 2), radii (N, 2) int32.
+    """
+    threads = torch.get_num_threads() if n_threads is None else int(n_threads)
+    return _ProjectCPU.apply(means, quats, scales, coefs, opacities, K, cam_from_world,
+                             int(width), int(height), float(near), float(far), float(eps2d),
+                             max(1, threads))
 
 
 class _RasterizeCPU(torch.autograd.Function):

@@ -174,29 +174,39 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
         return rasterize_gsplat(means, quats, scales, opacities, colors, sh_coeffs, K,
                                 cam_from_world, width, height, background, near, far, eps2d)
 
-    proj = project_gaussians(means, quats, scales, opacities, K, cam_from_world, width, height,
-                             near=near, far=far, eps2d=eps2d)
-    if proj.means2d.requires_grad:
-        proj.means2d.retain_grad()
-    if colors is None:
-        colors = sh_to_color(sh_coeffs, means - camera_center(cam_from_world))
-    feats = torch.cat([colors, proj.depths[:, None]], dim=1)
+    if chosen == "cpu" and not (K.requires_grad or cam_from_world.requires_grad):
+        # Projection and colour fused in C++ (same result as the torch path below).
+        from .cpu import project_cpu
+
+        means2d, conics, feats, extents, radii = project_cpu(
+            means, quats, scales, opacities, colors if colors is not None else sh_coeffs, K,
+            cam_from_world, width, height, near=near, far=far, eps2d=eps2d,
+            n_threads=num_threads)
+        depths = feats[:, channels].detach()
+    else:
+        proj = project_gaussians(means, quats, scales, opacities, K, cam_from_world, width,
+                                 height, near=near, far=far, eps2d=eps2d)
+        if colors is None:
+            colors = sh_to_color(sh_coeffs, means - camera_center(cam_from_world))
+        means2d, conics, depths, extents, radii = (proj.means2d, proj.conics, proj.depths,
+                                                   proj.extents, proj.radii)
+        feats = torch.cat([colors, depths[:, None]], dim=1)
+    if means2d.requires_grad:
+        means2d.retain_grad()
     if chosen == "cpu":
         from .cpu import rasterize_cpu
 
-        out, alpha = rasterize_cpu(proj.means2d, proj.conics, opacities, feats, proj.depths,
-                                   proj.extents, width, height, tile=tile_size,
-                                   n_threads=num_threads)
+        out, alpha = rasterize_cpu(means2d, conics, opacities, feats, depths, extents, width,
+                                   height, tile=tile_size, n_threads=num_threads)
     else:
-        out, alpha = rasterize_reference(proj.means2d, proj.conics, opacities, feats,
-                                         proj.depths, proj.extents, width, height,
-                                         chunk=tile_size)
+        out, alpha = rasterize_reference(means2d, conics, opacities, feats, depths, extents,
+                                         width, height, chunk=tile_size)
     rgb = out[..., :channels] + (1.0 - alpha)[..., None] * background
     covered = alpha > 1e-10
     depth = torch.where(covered, out[..., channels] / alpha.clamp_min(1e-10),
                         torch.zeros_like(alpha))
-    return RasterOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=proj.means2d,
-                        radii=proj.radii, visible=(proj.radii > 0).all(dim=-1), backend=chosen)
+    return RasterOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=means2d, radii=radii,
+                        visible=(radii > 0).all(dim=-1), backend=chosen)
 
 
 def screen_space_grad_norm(output: RasterOutput) -> Tensor:
