@@ -5,7 +5,7 @@ Files written into the report folder:
 - residual_histograms.png: per-camera histogram of corner reprojection errors
 - per_view_residuals.png: RMS per camera x frame (blank where the camera did not see the board)
 - coverage.png: per-camera heat-map of where the detected corners fell in the image
-- rig.png: 3D plot of the cameras (frusta) and every board pose
+- rig.png: 3D plot of the cameras (frusta) and every board pose, the rig's up axis vertical
 - report.json: the numbers behind all of it
 """
 from __future__ import annotations
@@ -42,8 +42,9 @@ def plot_residual_histograms(result: CalibrationResult, path: Path, dpi: int = 7
     cams = result.rig.ids
     rows, cols = _grid(len(cams))
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.1 * rows), dpi=dpi, squeeze=False)
-    all_err = np.concatenate([np.linalg.norm(o.residuals, axis=1) for o in result.observations])
-    top = max(float(np.percentile(all_err, 99.5)), 1e-3)
+    # the range follows the inliers: gross outliers would squeeze them into the first bins
+    inliers = np.concatenate([np.linalg.norm(o.residuals[o.inlier], axis=1) for o in result.observations])
+    top = max(1.2 * float(inliers.max(initial=0.0)), 1e-3)
     bins = np.linspace(0, top, 30)
     for ax, c in zip(axes.ravel(), cams):
         obs = [o for o in result.observations if o.camera == c]
@@ -56,7 +57,8 @@ def plot_residual_histograms(result: CalibrationResult, path: Path, dpi: int = 7
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[len(cams):]:
         ax.axis("off")
-    fig.suptitle("corner reprojection error (px); red = rejected outliers", fontsize=9)
+    fig.suptitle(f"corner reprojection error (px); red = rejected outliers; errors beyond {top:.2f} px "
+                 "are counted in the last bin", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -80,7 +82,7 @@ def plot_per_view(result: CalibrationResult, path: Path, dpi: int = 70) -> None:
     ax.set_xticks(range(0, len(frames), step), frames[::step], fontsize=6, rotation=90)
     ax.set_xlabel("frame", fontsize=7)
     fig.colorbar(im, ax=ax, label="view RMS (px)")
-    ax.set_title("per-view reprojection RMS", fontsize=9)
+    ax.set_title("per-view reprojection RMS of inlier corners (blank: no usable view)", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -100,7 +102,7 @@ def plot_coverage(result: CalibrationResult, path: Path, dpi: int = 70, bins=(16
         pix = np.concatenate([o.pixels for o in result.observations if o.camera == c])
         hist, _, _ = np.histogram2d(pix[:, 1], pix[:, 0], bins=(bins[1], bins[0]), range=[[0, h], [0, w]])
         ax.imshow(np.log1p(hist), extent=(0, w, h, 0), cmap="magma", interpolation="nearest")
-        ax.set_title(f"{c}  {result.per_camera[c]['coverage']:.0%} of cells", fontsize=8)
+        ax.set_title(f"{c}  covers {result.per_camera[c]['coverage']:.0%} of an 8x6 grid", fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[len(cams):]:
         ax.axis("off")
@@ -111,46 +113,11 @@ def plot_coverage(result: CalibrationResult, path: Path, dpi: int = 70, bins=(16
 
 
 def plot_rig(result: CalibrationResult, path: Path, board_size=None, dpi: int = 80) -> None:
-    import matplotlib
+    """3D plot of the calibrated cameras and every board pose, the rig's up axis vertical."""
+    from calib.rig_plot import plot_rig_3d
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(6, 5), dpi=dpi)
-    ax = fig.add_subplot(projection="3d")
-    centres = np.stack([c.centre for c in result.rig])
-    span = max(float(np.ptp(centres, axis=0).max()), 0.2)
-    s = 0.08 * span
-    for cam in result.rig:
-        wfc = cam.world_from_cam
-        w, h = cam.width, cam.height
-        corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
-        rays = np.c_[(corners - cam.K[:2, 2]) / np.diag(cam.K)[:2], np.ones(4)] * s
-        pts = rays @ wfc[:3, :3].T + wfc[:3, 3]
-        o = wfc[:3, 3]
-        for p in pts:
-            ax.plot(*zip(o, p), color="#3a7ebf", lw=0.7)
-        loop = np.vstack([pts, pts[:1]])
-        ax.plot(loop[:, 0], loop[:, 1], loop[:, 2], color="#3a7ebf", lw=0.7)
-        ax.text(*o, cam.id, fontsize=6)
-    bw, bh = board_size if board_size is not None else (0.2, 0.15)
-    outline = np.array([[0, 0, 0], [bw, 0, 0], [bw, bh, 0], [0, bh, 0], [0, 0, 0]], float)
-    for m in result.world_from_board.values():
-        q = outline @ m[:3, :3].T + m[:3, 3]
-        ax.plot(q[:, 0], q[:, 1], q[:, 2], color="#e39b2d", lw=0.6, alpha=0.7)
-    allp = np.vstack([centres] + [m[:3, 3][None] for m in result.world_from_board.values()])
-    mid, rad = allp.mean(axis=0), 0.55 * float(np.ptp(allp, axis=0).max() + 1e-6)
-    ax.set_xlim(mid[0] - rad, mid[0] + rad)
-    ax.set_ylim(mid[1] - rad, mid[1] + rad)
-    ax.set_zlim(mid[2] - rad, mid[2] + rad)
-    ax.set_xlabel("x (m)", fontsize=7)
-    ax.set_ylabel("y (m)", fontsize=7)
-    ax.set_zlabel("z (m)", fontsize=7)
-    ax.tick_params(labelsize=6)
-    ax.set_title(f"{len(result.rig)} cameras (blue), {len(result.world_from_board)} board poses (orange)", fontsize=9)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    plot_rig_3d(result.rig, path, [result.world_from_board[f] for f in sorted(result.world_from_board)],
+                board_size, dpi=dpi)
 
 
 def write_report(result: CalibrationResult, out_dir, board=None, title: str = "headcap calibration",

@@ -256,6 +256,8 @@ def detect_images(images: dict[str, list], spec: BoardSpec, min_corners: int = M
     cameras whose images share a stem saw the same board pose (a synchronised frame).
     progress: optional callable(n_done, n_total, label). Returns {camera id: [Detection, ...]}.
     """
+    import cv2
+
     detector = BoardDetector(spec, min_corners)
     total = sum(len(v) for v in images.values())
     done = 0
@@ -268,7 +270,11 @@ def detect_images(images: dict[str, list], spec: BoardSpec, min_corners: int = M
             if frame in seen:
                 raise ValueError(f"camera {cam!r}: two calibration images share the frame name {frame!r} ({p})")
             seen.add(frame)
-            dets.append(detector.detect(read_gray(p), cam, frame, str(p)))
+            try:
+                dets.append(detector.detect(read_gray(p), cam, frame, str(p)))
+            except cv2.error as exc:
+                raise ValueError(f"{p}: OpenCV failed on this calibration image of camera {cam!r}: "
+                                 f"{str(exc).strip().splitlines()[-1]}") from exc
             done += 1
             if progress is not None:
                 progress(done, total, f"{cam}/{frame}")

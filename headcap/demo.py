@@ -113,7 +113,8 @@ def _calibrate(session, calib_dir: Path, rig_path: Path, console) -> dict:
     images = {cam: [session.path(rel, f"calibration.{cam}") for rel in session.calibration.get(cam, [])]
               for cam in session.cameras}
     detections = detect_images(images, spec)
-    result = calibrate_rig(detections, CalibrationConfig(world="first-camera"), progress=None)
+    # narrow studio lenses (~22 deg) leave k3 unobservable: hold it at zero rather than fit noise
+    result = calibrate_rig(detections, CalibrationConfig(world="first-camera", fix_k3=True), progress=None)
     calib_dir.mkdir(parents=True, exist_ok=True)
     from calib.calib_report import write_report
 

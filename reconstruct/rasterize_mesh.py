@@ -248,7 +248,14 @@ def interpolate(attributes: Tensor, fragments: Fragments, faces: Tensor, verts_s
         raise ValueError(f"attributes: expected shape [A, C], got {tuple(attributes.shape)}")
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces: expected shape [F, 3], got {tuple(faces.shape)}")
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= attributes.shape[0]):
+        raise ValueError(f"faces: ids must index the {attributes.shape[0]} attribute rows, "
+                         f"got range [{int(faces.min())}, {int(faces.max())}]")
     height, width = fragments.triangle_id.shape
+    top_id = int(fragments.triangle_id.max())
+    if top_id >= faces.shape[0]:
+        raise ValueError(f"faces: {faces.shape[0]} triangles, but the fragments reference triangle id "
+                         f"{top_id}; pass the faces that were rasterized")
     if verts_screen is not None:
         pix, bary = visible_barycentrics(fragments, verts_screen, faces if geometry_faces is None else geometry_faces)
     else:
@@ -375,6 +382,12 @@ def render_mesh(vertices_world: Tensor, faces: Tensor, camera, *, vertex_colors:
         raise ValueError(f"vertices_world: expected shape [V, 3], got {tuple(vertices_world.shape)}")
     if texture is not None and (uvs is None or face_uvs is None):
         raise ValueError("texture: needs both uvs [T, 2] and face_uvs [F, 3]")
+    if texture is not None and face_uvs.shape != faces.shape:
+        raise ValueError(f"face_uvs: expected one uv triangle per face, shape {tuple(faces.shape)}, "
+                         f"got {tuple(face_uvs.shape)}")
+    if vertex_colors is not None and (vertex_colors.ndim != 2 or vertex_colors.shape[0] != vertices_world.shape[0]):
+        raise ValueError(f"vertex_colors: expected shape [{vertices_world.shape[0]}, C], "
+                         f"got {tuple(vertex_colors.shape)}")
     faces = faces.to(device=vertices_world.device, dtype=torch.int64)
     verts_screen = project_vertices(vertices_world, camera)
     frags = rasterize(verts_screen, faces, int(camera.height), int(camera.width), backend,

@@ -8,6 +8,7 @@ and, for a session, points session.rig at the new rig.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -108,7 +109,8 @@ def run(args) -> int:
     for c, p in result.per_camera.items():
         table.add_row(c, f"{p['rms_px']:.4f}", str(p["views"]), str(p["corners"]), str(p["outliers"]),
                       f"{p['coverage']:.0%}", f"{p['fx']:.2f}", f"{p['fy']:.2f}", f"{p['cx']:.2f}", f"{p['cy']:.2f}")
-    Console().print(table)
+    # rich falls back to 80 columns when piped, which would squeeze every number to "…"
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"wrote {out} and {report_dir / 'index.html'}")

@@ -156,13 +156,41 @@ def test_wrong_board_spec(rendered, tmp_path):
     d = BoardDetector(wrong).detect(img)
     assert d.flags == ["no_board"]
     bad = {c: [Detection(c, f"{j:03d}", "", (480, 360), np.zeros(0, int), np.zeros((0, 2)), np.zeros((0, 3)),
-                         flags=["no_board"]) for j in range(2)] for c in gt.ids}
-    with pytest.raises(CalibrationError, match="check the --board specification"):
+                         n_markers=4 * j, flags=["no_board"]) for j in range(2)] for c in gt.ids}
+    with pytest.raises(CalibrationError, match=r"check the --board specification.*cam00 \(2 frames: 2 no_board\)"
+                                               r".*markers .* decoded in 4 images .*COLSxROWS") as info:
         calibrate_rig(bad, CalibrationConfig())
+    assert "\n" not in str(info.value) and len(str(info.value)) < 600
     # wrong marker size: corners are still found but the markers disagree -> flagged and warned
     d = BoardDetector(BoardSpec.parse("charuco:7x5:0.05:0.025:DICT_5X5_100")).detect(img)
     assert "marker_size_mismatch" in d.flags
     assert "marker_size_mismatch" not in BoardDetector(spec).detect(img).flags
+    # and the calibration names the camera and frame of such a detection in a warning
+    _, small = _small_projected()
+    small["cam02"][1].flags.append("marker_size_mismatch")
+    res = calibrate_rig(small, CalibrationConfig(fix_k3=True))
+    frame = small["cam02"][1].frame
+    assert any(w.startswith(f"camera 'cam02' frame {frame}: marker size mismatch") for w in res.warnings)
+
+
+def test_cli_bad_input_one_line_no_traceback(tmp_path, capsys):
+    from capture.session import Session
+    from headcap.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk" / "cam0").mkdir(parents=True)
+    (tmp_path / "junk" / "cam0" / "000.png").write_text("not an image")
+    Session(tmp_path / "sess", "s", 30.0, ["cam0"], []).save()
+    cases = {"empty": ([str(tmp_path / "empty"), "--board", RENDER_BOARD], "no camera folders with images"),
+             "junk": ([str(tmp_path / "junk"), "--board", RENDER_BOARD], "000.png: not a readable image"),
+             "spec": ([str(tmp_path / "junk"), "--board", "charuco:7x5:0.05"], "5 ':'-separated fields, got 3"),
+             "session": ([str(tmp_path / "sess"), "--board", RENDER_BOARD], "'calibration' is empty")}
+    for name, (args, want) in cases.items():
+        capsys.readouterr()
+        assert main(["calibrate", *args]) == 2, name
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert err[-1].startswith("headcap calibrate: error: ") and want in err[-1], (name, err)
+        assert not any("Traceback" in line for line in err), name
 
 
 def _render_one(spec, gt, poses):
