@@ -109,7 +109,11 @@ def _calibrate(session, calib_dir: Path, rig_path: Path, console) -> dict:
     from calib.detect import detect_images
     from calib.rig_io import write_rig
 
-    spec = BoardSpec.parse(session.extra["board"])
+    board = session.extra.get("board")
+    if not isinstance(board, str):
+        raise ValueError(f"{session.manifest_path}: field 'extra.board' is {board!r}; the demo needs the "
+                         "board specification of the calibration frames (charuco:COLSxROWS:SQUARE:MARKER:DICT)")
+    spec = BoardSpec.parse(board)
     images = {cam: [session.path(rel, f"calibration.{cam}") for rel in session.calibration.get(cam, [])]
               for cam in session.cameras}
     detections = detect_images(images, spec)
@@ -126,10 +130,6 @@ def _calibrate(session, calib_dir: Path, rig_path: Path, console) -> dict:
     return result.summary()
 
 
-def _mark(marker: Path, payload: dict) -> None:
-    write_json(marker, payload)
-
-
 def run_demo(out: Path, config: DemoConfig = DemoConfig(), console=None) -> Path:
     """Run the demo into `out`; returns the report path. Stages already finished are reused."""
     import cv2
@@ -138,7 +138,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), console=None) -> Path
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from avatar.static_fit import StaticFitConfig, fit_static_gaussians, load_view, psnr
-    from calib.rig_io import read_rig, write_rig
+    from calib.rig_io import read_rig
     from capture.session import read_session
     from headcap.report import Report
     from headcap.studio.synthesize import StudioConfig, synthesize_session
@@ -239,7 +239,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), console=None) -> Path
         write_png(splat_dir / "held_out.png", np.concatenate(tiles, axis=0))
         loss_curve_png(gs.history, splat_dir / "loss.png")
         backend = renders[0].backend
-        _mark(metrics_path, {
+        write_json(metrics_path, {
             "held_out_cameras": [session.cameras[i] for i in test_idx],
             "gaussians": gs.count, "iterations": config.iterations, "backend": backend,
             "psnr_initial_db": psnr_initial, "psnr_final_db": psnr_final,
