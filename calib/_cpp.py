@@ -24,15 +24,16 @@ def extension_dir() -> Path:
     return base / f"torch{torch.__version__.replace('+', '_')}-py{sys.version_info[0]}{sys.version_info[1]}"
 
 
-def load_extension(name: str, sources: list[Path], extra_cflags: tuple[str, ...] = ()):
+def load_extension(name: str, sources: list[Path], extra_cflags: tuple[str, ...] = (),
+                   headers: tuple[Path, ...] = ()):
     """Compile (once) and import a C++ torch extension built from `sources`.
 
-    The module name carries a hash of the sources and flags, so an edited kernel is rebuilt
-    instead of a stale one being loaded.
+    The module name carries a hash of the sources, the `headers` they include and the flags, so
+    an edited kernel or header is rebuilt instead of a stale one being loaded.
     """
     sources = [Path(s) for s in sources]
     digest = hashlib.sha1()
-    for src in sources:
+    for src in [*sources, *map(Path, headers)]:
         digest.update(src.read_bytes())
     flags = ["-O3", "-fopenmp", "-std=c++17", *extra_cflags]
     digest.update(" ".join(flags).encode())

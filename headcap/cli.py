@@ -17,16 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"headcap {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module_name = f"headcap.commands.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            # a stage whose command is not written (or not installed) yet must not break the others;
-            # a missing dependency *inside* an existing command module still raises
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"headcap.commands.{name}").register(sub)
     return parser
 
 

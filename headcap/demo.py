@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calib.align import similarity_fit
 from calib.fileio import write_json
 
 
@@ -40,7 +41,7 @@ def rig_errors(estimated, truth) -> list[dict]:
     ids = [c for c in truth.ids if c in estimated.cameras]
     est_c = np.stack([estimated[c].centre for c in ids])
     tru_c = np.stack([truth[c].centre for c in ids])
-    scale, rot, trans = _umeyama(est_c, tru_c, with_scale=False)
+    scale, rot, trans = similarity_fit(est_c, tru_c, with_scale=False)
     rows = []
     for cam_id in ids:
         e, t = estimated[cam_id], truth[cam_id]
@@ -61,19 +62,6 @@ def rig_errors(estimated, truth) -> list[dict]:
     return rows
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2, 2] = -1
-    rot = u @ sign @ vt
-    scale = float(np.trace(np.diag(sig) @ sign) / (s ** 2).sum(1).mean()) if with_scale else 1.0
-    return scale, rot, mu_d - scale * rot @ mu_s
-
-
 def loss_curve_png(history: list[float], path: Path) -> None:
     import matplotlib
 
@@ -90,15 +78,6 @@ def loss_curve_png(history: list[float], path: Path) -> None:
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
     tmp.replace(path)
 
 
@@ -142,6 +121,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), console=None) -> Path
     from capture.session import read_session
     from headcap.report import Report
     from headcap.studio.synthesize import StudioConfig, synthesize_session
+    from headcap.studio.writer import write_png
 
     console = console or Console(stderr=True)
     out = Path(out)
@@ -218,7 +198,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), console=None) -> Path
         test = [views[i] for i in test_idx]
         # geometry must live in the calibrated world frame; until tracking supplies it, map the
         # ground-truth mesh there through the rigid alignment of the camera centres
-        _, rot, trans = _umeyama(np.stack([rig[c].centre for c in truth.ids]),
+        _, rot, trans = similarity_fit(np.stack([rig[c].centre for c in truth.ids]),
                                  np.stack([truth[c].centre for c in truth.ids]), with_scale=False)
         points = torch.from_numpy((truth_vertices - trans) @ rot).float()
         initial = fit_static_gaussians(points, train, StaticFitConfig(iterations=0, seed=config.seed))

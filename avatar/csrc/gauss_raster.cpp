@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gauss_raster_bin.h"
+#include "gauss_raster_bindings.h"
 #include "gauss_raster_math.h"
 
 namespace {
@@ -439,21 +440,6 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
 }
 
 }  // namespace
-
-// gauss_raster_project.cpp
-std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor quats,
-                                           torch::Tensor scales, torch::Tensor opacities,
-                                           torch::Tensor coefs, torch::Tensor K,
-                                           torch::Tensor cfw, int64_t width, int64_t height,
-                                           double near, double far, double eps2d,
-                                           int64_t n_threads);
-std::vector<torch::Tensor> project_backward(torch::Tensor means, torch::Tensor quats,
-                                            torch::Tensor scales, torch::Tensor coefs,
-                                            torch::Tensor K, torch::Tensor cfw, int64_t width,
-                                            int64_t height, double near, double far,
-                                            double eps2d, torch::Tensor g_means2d,
-                                            torch::Tensor g_conics, torch::Tensor g_feats,
-                                            int64_t n_threads);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_forward", &rasterize_forward,

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "gauss_raster_bindings.h"
 #include "gauss_raster_project.h"
 
 namespace {

@@ -1,7 +1,6 @@
 """The C++ CPU compositing kernel (avatar/csrc/gauss_raster.cpp) behind an autograd.Function."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -11,18 +10,14 @@ from torch.autograd.function import once_differentiable
 _CSRC = Path(__file__).resolve().parents[1] / "csrc"
 SOURCES = [_CSRC / "gauss_raster.cpp", _CSRC / "gauss_raster_project.cpp"]
 HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
-           _CSRC / "gauss_raster_bin.h"]
+           _CSRC / "gauss_raster_bin.h", _CSRC / "gauss_raster_bindings.h"]
 
 
 def load_cpu_kernel():
     """Build (first use) and import the extension. Raises RuntimeError with the compiler output."""
     from calib._cpp import load_extension
 
-    # The loader hashes sources and flags only; a define carrying the header hash makes an
-    # edited header trigger a rebuild too.
-    digest = hashlib.sha1(b"".join(h.read_bytes() for h in HEADERS)).hexdigest()[:12]
-    return load_extension("gauss_raster", SOURCES,
-                          extra_cflags=(f"-DHC_GAUSS_HEADER_{digest}", f"-I{_CSRC}"))
+    return load_extension("gauss_raster", SOURCES, extra_cflags=(f"-I{_CSRC}",), headers=tuple(HEADERS))
 
 
 class _ProjectCPU(torch.autograd.Function):

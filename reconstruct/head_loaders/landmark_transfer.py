@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from calib.align import similarity_fit
+
 __all__ = ["similarity_fit", "transfer_landmarks", "IBUG68_MIRROR"]
 
 # iBUG-68 index of each point's mirror image (midline points map to themselves)
@@ -19,21 +21,6 @@ IBUG68_MIRROR = np.array(
     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65]
 )
-
-
-def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama: scale s, rotation R, translation t minimising |s R source + t - target|^2.
-
-    source, target: [N, 3]. Returns (s, R [3, 3], t [3]).
-    """
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    a, b = source - mu_s, target - mu_t
-    u, sigma, vt = np.linalg.svd(b.T @ a / len(a))
-    d = np.eye(3)
-    d[2, 2] = np.sign(np.linalg.det(u @ vt))
-    rot = u @ d @ vt
-    scale = float(np.trace(np.diag(sigma) @ d) / (a**2).sum(1).mean())
-    return scale, rot, mu_t - scale * rot @ mu_s
 
 
 def transfer_landmarks(

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from headcap.cli import main
-from headcap.demo import DemoConfig, _umeyama, rig_errors, run_demo
+from calib.align import similarity_fit
+from headcap.demo import DemoConfig, rig_errors, run_demo
 
 
 def _default_head_available() -> bool:
@@ -68,7 +69,7 @@ def test_rig_alignment_recovers_a_known_motion():
     angle = 0.7
     rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
     dst = src @ rot.T + np.array([0.1, -0.2, 0.3])
-    scale, r, t = _umeyama(src, dst, with_scale=False)
+    scale, r, t = similarity_fit(src, dst, with_scale=False)
     assert scale == 1.0
     assert np.abs(r - rot).max() < 1e-12 and np.abs(t - [0.1, -0.2, 0.3]).max() < 1e-12
 
