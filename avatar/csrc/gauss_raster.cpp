@@ -15,6 +15,7 @@
 #include "gauss_raster_bin.h"
 #include "gauss_raster_bindings.h"
 #include "gauss_raster_math.h"
+#include "gauss_raster_simd.h"
 
 namespace {
 
@@ -107,17 +108,38 @@ inline bool row_interval(const double* s, int py, int x0, int row_width, int& j0
   return j0 <= j1;
 }
 
-// power and exp(power) for pixels j0..j1 of a row; a plain loop the compiler vectorises
-// (hc_exp is branch-free for float).
-template <typename T>
-inline void bulk_gauss(const T* p, int x0, T dy, int j0, int j1, T* power, T* gauss) {
-  const T a = p[2], b = p[3], c = p[4], mx = p[0];
-#pragma omp simd
-  for (int j = j0; j <= j1; ++j) {
-    const T dx = T(x0 + j) - mx;
-    power[j] = hc_gauss::gauss_power(a, b, c, dx, dy);
-    gauss[j] = hc_gauss::hc_exp(power[j]);
-  }
+// A Gaussian's row span is processed in windows of kLanes pixels, each one SIMD vector
+// (gauss_raster_simd.h): no scalar remainder loop, which for spans shorter than a vector is
+// the whole loop. A window starts at s = min(lo, row_stride - kLanes) and its lanes outside
+// [lo, hi] are masked out: lo is the first pixel of the span not yet visited, hi the span's
+// last pixel (< row_width). Per-tile buffers use rows of row_stride pixels (a multiple of
+// kLanes, >= tile) so that a window never leaves them.
+using hc_simd::kLanes;
+
+inline int row_stride_for(int tile) {
+  return std::max(kLanes, (tile + kLanes - 1) / kLanes * kLanes);
+}
+
+// eval_alpha on the kLanes pixels x0 + s + i of a row, dy below the mean: dx, exp(power), the
+// unclamped alpha (raw) and alpha; returns the int32 mask of lanes where the Gaussian counts
+// (power <= 0 and alpha >= 1/255). Powers are clamped at -87 before exp (fast_expf's range):
+// that only touches pixels far outside the 1/255 ellipse, which never count.
+template <typename T, typename V = typename hc_simd::Vec<T>::type>
+inline hc_simd::i8 window_alpha(const T* p, int x0, int s, T dy, V& dx, V& gauss, V& raw,
+                                V& alpha) {
+  using hc_simd::splat;
+  dx = (hc_simd::iota<T>() + T(x0 + s)) - p[0];
+  const V power = hc_gauss::gauss_power(p[2], p[3], p[4], dx, dy);
+  gauss = hc_simd::exp_lanes(power >= T(-87) ? power : splat<V>(T(-87)));
+  raw = p[5] * gauss;
+  alpha = raw <= hc_gauss::max_alpha<T>() ? raw : splat<V>(hc_gauss::max_alpha<T>());
+  return hc_simd::to_int_mask((power <= T(0)) & (alpha >= hc_gauss::min_alpha<T>()));
+}
+
+// Lanes s..s + kLanes - 1 that lie in [lo, hi], as an int32 mask.
+inline hc_simd::i8 lane_range(int s, int lo, int hi) {
+  const hc_simd::i8 j = hc_simd::iota_int() + s;
+  return (j >= lo) & (j <= hi);
 }
 
 // Rows of the tile [y0, y1) that a Gaussian's cut ellipse reaches, as [r0, r1]; false if none.
@@ -127,6 +149,39 @@ inline bool row_range(const double* s, int y0, int y1, int& r0, int& r1) {
   r0 = lo <= double(y0) ? y0 : int(std::ceil(lo));
   r1 = hi >= double(y1 - 1) ? y1 - 1 : int(std::floor(hi));
   return r0 <= r1;
+}
+
+// One forward window: same arithmetic as the per-pixel loop in reference.py, written with
+// selects; a pixel whose transmittance would drop to 1e-4 is done and ignores the rest.
+// Row buffers (tr, nu, dn, acc) are indexed by the pixel's column in the tile. Returns the
+// number of pixels that became done.
+template <typename T, int CT>
+inline int32_t forward_window(const T* p, int C, int x0, T dy, int s, int lo, int hi,
+                              int32_t used_mark, T* tr, int32_t* nu, int32_t* dn, T* acc,
+                              int64_t plane) {
+  using namespace hc_simd;
+  using V = typename Vec<T>::type;
+  using M = typename Vec<T>::mask;
+  V dx, gauss, raw, alpha;
+  const i8 counts = window_alpha(p, x0, s, dy, dx, gauss, raw, alpha);
+  const i8 dn_v = load<i8>(dn + s);
+  const i8 valid_i = counts & (dn_v == 0) & lane_range(s, lo, hi);
+  const M valid = from_int_mask<M>(valid_i);
+  const V tr_v = load<V>(tr + s);
+  const V next = tr_v * (T(1) - alpha);
+  const M term = valid & (next <= min_transmittance<T>());
+  const M use = valid & ~term;
+  const V weight = use ? alpha * tr_v : splat<V>(T(0));
+  store(tr + s, use ? next : tr_v);
+  const i8 term_i = to_int_mask(term);
+  store(nu + s, to_int_mask(use) ? splat<i8>(used_mark) : load<i8>(nu + s));
+  store(dn + s, term_i ? splat<i8>(1) : dn_v);
+  const int channels = CT > 0 ? CT : C;
+  for (int c = 0; c < channels; ++c) {
+    T* a = acc + c * plane + s;
+    store(a, load<V>(a) + weight * p[kHeader + c]);  // exact: +0 where unused
+  }
+  return count_set(term_i);
 }
 
 // Splat order: the tile's Gaussians are visited front to back, each touching only the pixels
@@ -142,11 +197,12 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
   pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   const int tiles_x = (width + tile - 1) / tile;
   const int64_t n_tiles = int64_t(bins.offsets.size()) - 1;
-  const int64_t area = int64_t(tile) * tile;
+  const int rs = row_stride_for(tile);
+  const int64_t area = int64_t(rs) * tile;
 #pragma omp parallel num_threads(n_threads)
   {
-    // Per-tile pixel state, channels planar so the span loops vectorise over pixels.
-    std::vector<T> buf, trans(area), acc(area * C), power(tile), gauss(tile), weight(tile);
+    // Per-tile pixel state, channels planar so the windows vectorise over pixels.
+    std::vector<T> buf, trans(area), acc(area * C);
     std::vector<int32_t> n_used(area), done(area), row_active(tile);
     std::vector<double> spans;
 #pragma omp for schedule(dynamic, 1)
@@ -169,46 +225,24 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
         const double* sp = &spans[k * kSpan];
         int r0, r1;
         if (!row_range(sp, y0, y1, r0, r1)) continue;
-        const T opacity = p[5];
         const int32_t used_mark = int32_t(k + 1);
         for (int py = r0; py <= r1; ++py) {
           int j0, j1;
           if (row_active[py - y0] == 0 || !row_interval(sp, py, x0, row_width, j0, j1)) continue;
           const T dy = T(py) - p[1];
-          bulk_gauss(p, x0, dy, j0, j1, power.data(), gauss.data());
-          const int64_t lrow = int64_t(py - y0) * tile;
-          T* tr = &trans[lrow];
-          int32_t* nu = &n_used[lrow];
-          int32_t* dn = &done[lrow];
+          const int64_t lrow = int64_t(py - y0) * rs;
           int32_t n_term = 0;
-          // Same arithmetic as the per-pixel loop in reference.py, written with selects:
-          // a pixel whose transmittance would drop to 1e-4 is done and ignores the rest.
-#pragma omp simd reduction(+ : n_term)
-          for (int j = j0; j <= j1; ++j) {
-            const T alpha = hc_gauss::clamped_alpha(opacity, gauss[j]);
-            const bool valid = hc_gauss::counts(power[j], alpha) & (dn[j] == 0);
-            const T next = tr[j] * (T(1) - alpha);
-            const bool term = valid & (next <= min_transmittance<T>());
-            const bool use = valid & !term;
-            weight[j] = use ? alpha * tr[j] : T(0);
-            tr[j] = use ? next : tr[j];
-            nu[j] = use ? used_mark : nu[j];
-            dn[j] = term ? 1 : dn[j];
-            n_term += term ? 1 : 0;
-          }
+          for (int lo = j0; lo <= j1; lo += kLanes)
+            n_term += forward_window<T, CT>(p, C, x0, dy, std::min(lo, rs - kLanes), lo, j1,
+                                            used_mark, &trans[lrow], &n_used[lrow],
+                                            &done[lrow], &acc[lrow], area);
           active -= n_term;
           row_active[py - y0] -= n_term;
-          for (int c = 0; c < C; ++c) {
-            const T f = p[kHeader + c];
-            T* a = &acc[c * area + lrow];
-#pragma omp simd
-            for (int j = j0; j <= j1; ++j) a[j] += weight[j] * f;
-          }
         }
       }
       for (int py = y0; py < y1; ++py) {
         for (int j = 0; j < row_width; ++j) {
-          const int64_t l = int64_t(py - y0) * tile + j;
+          const int64_t l = int64_t(py - y0) * rs + j;
           const int64_t pix = int64_t(py) * width + x0 + j;
           for (int c = 0; c < C; ++c) out[pix * C + c] = acc[c * area + l];
           final_t[pix] = trans[l];
@@ -217,6 +251,40 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
       }
     }
   }
+}
+
+// One backward window of Gaussian k (its record p) over one tile row: undoes its compositing
+// step at each pixel that used it and accumulates its gradients into the lane sums g
+// (6 + C vectors: mean x, y, conic a, b, c, opacity, features).
+template <typename T, int CT, typename V = typename hc_simd::Vec<T>::type>
+inline void backward_window(const T* p, int C, int x0, T dy, int s, int lo, int hi, int32_t k32,
+                            T* tr, const int32_t* lu, const T* gt, T* behind, const T* g_pix,
+                            int64_t plane, V* g) {
+  using namespace hc_simd;
+  using M = typename Vec<T>::mask;
+  V dx, gauss, raw, alpha;
+  const i8 counts = window_alpha(p, x0, s, dy, dx, gauss, raw, alpha);
+  const M use = from_int_mask<M>(counts & (k32 < load<i8>(lu + s)) & lane_range(s, lo, hi));
+  // alpha = opacity * exp(power) while unclamped; zero gradient where clamped.
+  const M grad_on = use & (raw <= hc_gauss::max_alpha<T>());
+  const V inv = T(1) / (T(1) - alpha);
+  const V tr_v = load<V>(tr + s);
+  const V t_before = tr_v * inv;
+  const V weight = use ? alpha * t_before : splat<V>(T(0));
+  V g_alpha = load<V>(gt + s) * inv;
+  const int channels = CT > 0 ? CT : C;
+  for (int c = 0; c < channels; ++c) {
+    const T f = p[kHeader + c];
+    T* bh = behind + c * plane + s;
+    const V go = load<V>(g_pix + c * plane + s);
+    const V bh_v = load<V>(bh);
+    g_alpha += go * (f * t_before - bh_v * inv);
+    g[6 + c] += go * weight;
+    store(bh, bh_v + f * weight);  // exact: adds +0 where unused
+  }
+  const V ga = grad_on ? g_alpha : splat<V>(T(0));
+  hc_gauss::alpha_backward_add(p[2], p[3], p[4], p[5], dx, dy, gauss, ga, g, g + 2, g + 5);
+  store(tr + s, use ? t_before : tr_v);
 }
 
 template <typename T, int CT>
@@ -233,12 +301,14 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
   // full (N, 6 + C) buffer, summed afterwards: no atomics in the hot loop.
   const int gstride = 6 + C;
   const int tiles_x = (width + tile - 1) / tile;
-  const int64_t area = int64_t(tile) * tile;
+  const int rs = row_stride_for(tile);
+  const int64_t area = int64_t(rs) * tile;
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<T> buf, trans(area), behind(area * C), g_pix(area * C), g_t(area), local(gstride);
-    std::vector<T> power(tile), gauss(tile), weight(tile), t_before(tile), inv(tile),
-        g_alpha(tile), use(tile), grad_on(tile), alpha_v(tile);
+    // Zero-initialised: lanes past a partial tile's row width are read (and masked) only.
+    std::vector<T> buf, trans(area), behind(area * C), g_pix(area * C), g_t(area);
+    using V = typename hc_simd::Vec<T>::type;
+    V local[6 + kMaxChannels];
     std::vector<int32_t> last_l(area), row_end(tile);
     std::vector<double> spans;
     T* tg = thread_grads + int64_t(omp_get_thread_num()) * n * gstride;
@@ -255,7 +325,7 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
       for (int py = y0; py < y1; ++py) {
         for (int j = 0; j < row_width; ++j) {
           const int64_t pix = int64_t(py) * width + x0 + j;
-          const int64_t l = int64_t(py - y0) * tile + j;
+          const int64_t l = int64_t(py - y0) * rs + j;
           trans[l] = final_t[pix];
           last_l[l] = last[pix];
           // d alpha_out / d alpha_i = T_final / (1 - alpha_i): the numerator per pixel.
@@ -274,77 +344,24 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
         const double* sp = &spans[k * kSpan];
         int r0, r1;
         if (!row_range(sp, y0, y1, r0, r1)) continue;
-        const T mx = p[0], a = p[2], b = p[3], cc = p[4], opacity = p[5];
-        std::fill(local.begin(), local.end(), T(0));
+        std::fill(local, local + gstride, V{});
         bool touched = false;
+        const int32_t k32 = int32_t(k);  // 32-bit compare keeps the loop vectorisable
         for (int py = r0; py <= r1; ++py) {
           int j0, j1;
           if (int64_t(row_end[py - y0]) <= k || !row_interval(sp, py, x0, row_width, j0, j1))
             continue;
           touched = true;
           const T dy = T(py) - p[1];
-          bulk_gauss(p, x0, dy, j0, j1, power.data(), gauss.data());
-          const int64_t lrow = int64_t(py - y0) * tile;
-          T* tr = &trans[lrow];
-          const int32_t* lu = &last_l[lrow];
-          const T* gt = &g_t[lrow];
-          const int32_t k32 = int32_t(k);  // 32-bit compare keeps the loop vectorisable
-          // Selects and the division sit in separate loops: GCC does not vectorise a loop that
-          // has both.
-#pragma omp simd
-          for (int j = j0; j <= j1; ++j) {
-            const T alpha = hc_gauss::clamped_alpha(opacity, gauss[j]);
-            const bool valid = hc_gauss::counts(power[j], alpha) & (k32 < lu[j]);
-            alpha_v[j] = alpha;
-            use[j] = valid ? T(1) : T(0);
-            grad_on[j] = (valid & (opacity * gauss[j] <= hc_gauss::max_alpha<T>())) ? T(1) : T(0);
-          }
-#pragma omp simd
-          for (int j = j0; j <= j1; ++j) {
-            const T iv = T(1) / (T(1) - alpha_v[j]);
-            inv[j] = iv;
-            t_before[j] = tr[j] * iv;
-            weight[j] = alpha_v[j] * t_before[j];
-            g_alpha[j] = gt[j] * iv;
-          }
-          for (int c = 0; c < C; ++c) {
-            const T f = p[kHeader + c];
-            T* bh = &behind[c * area + lrow];
-            const T* go = &g_pix[c * area + lrow];
-            T g_feat = T(0);
-#pragma omp simd reduction(+ : g_feat)
-            for (int j = j0; j <= j1; ++j) {
-              g_alpha[j] += go[j] * (f * t_before[j] - bh[j] * inv[j]);
-              g_feat += go[j] * weight[j] * use[j];
-              bh[j] += f * weight[j] * use[j];  // exact: adds +0 where unused
-            }
-            local[6 + c] += g_feat;
-          }
-          T g_mx = 0, g_my = 0, g_a = 0, g_b = 0, g_c = 0, g_o = 0;
-#pragma omp simd reduction(+ : g_mx, g_my, g_a, g_b, g_c, g_o)
-          for (int j = j0; j <= j1; ++j) {
-            // alpha = opacity * exp(power) while unclamped; zero gradient where clamped.
-            const T dx = T(x0 + j) - mx;
-            const T ga = g_alpha[j] * grad_on[j];
-            const T g_power = opacity * gauss[j] * ga;
-            g_o += gauss[j] * ga;
-            g_a += T(-0.5) * dx * dx * g_power;
-            g_b += -dx * dy * g_power;
-            g_c += T(-0.5) * dy * dy * g_power;
-            g_mx += (a * dx + b * dy) * g_power;
-            g_my += (b * dx + cc * dy) * g_power;
-            tr[j] = use[j] > T(0.5) ? t_before[j] : tr[j];
-          }
-          local[0] += g_mx;
-          local[1] += g_my;
-          local[2] += g_a;
-          local[3] += g_b;
-          local[4] += g_c;
-          local[5] += g_o;
+          const int64_t lrow = int64_t(py - y0) * rs;
+          for (int lo = j0; lo <= j1; lo += kLanes)
+            backward_window<T, CT>(p, C, x0, dy, std::min(lo, rs - kLanes), lo, j1, k32,
+                                   &trans[lrow], &last_l[lrow], &g_t[lrow], &behind[lrow],
+                                   &g_pix[lrow], area, local);
         }
         if (touched) {
           T* gk = &tg[int64_t(ids[begin + k]) * gstride];
-          for (int i = 0; i < gstride; ++i) gk[i] += local[i];
+          for (int i = 0; i < gstride; ++i) gk[i] += hc_simd::hsum(local[i]);
         }
       }
     }

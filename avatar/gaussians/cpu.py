@@ -10,14 +10,15 @@ from torch.autograd.function import once_differentiable
 _CSRC = Path(__file__).resolve().parents[1] / "csrc"
 SOURCES = [_CSRC / "gauss_raster.cpp", _CSRC / "gauss_raster_project.cpp"]
 HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
-           _CSRC / "gauss_raster_bin.h", _CSRC / "gauss_raster_bindings.h"]
+           _CSRC / "gauss_raster_bin.h", _CSRC / "gauss_raster_bindings.h", _CSRC / "gauss_raster_simd.h"]
 
 
 def load_cpu_kernel():
     """Build (first use) and import the extension. Raises RuntimeError with the compiler output."""
     from calib._cpp import load_extension
 
-    return load_extension("gauss_raster", SOURCES, extra_cflags=(f"-I{_CSRC}",), headers=tuple(HEADERS))
+    return load_extension("gauss_raster", SOURCES, extra_cflags=(f"-I{_CSRC}",),
+                          headers=tuple(HEADERS), simd=True)
 
 
 class _ProjectCPU(torch.autograd.Function):

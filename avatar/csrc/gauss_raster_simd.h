@@ -1,0 +1,96 @@
+// Fixed-width vectors for the CPU rasterizer's per-row windows (gauss_raster.cpp), written with
+// the GCC/Clang vector extensions so that the window code is SIMD whatever the auto-vectoriser
+// decides: a fixed-width pixel loop is fully unrolled before GCC's loop vectoriser sees it, and
+// its basic-block vectoriser gives up on the selects. A window is one float register: 8 lanes
+// where AVX is enabled (calib._cpp adds -mavx2 -mfma when torch reports an AVX2 CPU), else 4
+// (SSE2, NEON). Every lane computes what hc_gauss's scalar functions compute, in the same order
+// (FMA contraction aside, which moves results by an ulp).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "gauss_raster_math.h"
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "headcap's CPU Gaussian kernel needs GCC or Clang (vector extensions)"
+#endif
+
+namespace hc_simd {
+
+#if defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
+#endif
+
+// Named for their role, not their width: f8 holds kLanes floats, l8 kLanes int64 ...
+typedef float f8 __attribute__((vector_size(4 * kLanes)));
+typedef int32_t i8 __attribute__((vector_size(4 * kLanes)));
+typedef double d8 __attribute__((vector_size(8 * kLanes)));
+typedef int64_t l8 __attribute__((vector_size(8 * kLanes)));
+
+// Vec<T>::type: 8 lanes of T; Vec<T>::mask: the comparison result (lanes all-ones or zero).
+template <typename T> struct Vec;
+template <> struct Vec<float> { using type = f8; using mask = i8; };
+template <> struct Vec<double> { using type = d8; using mask = l8; };
+
+template <typename V, typename T>
+inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+inline void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+template <typename V, typename T>
+inline V splat(T x) {
+  return V{} + x;
+}
+
+// Lane masks between the int32 domain (pixel flags) and a value type's mask.
+inline i8 to_int_mask(const i8& m) { return m; }
+inline i8 to_int_mask(const l8& m) { return __builtin_convertvector(m, i8); }
+template <typename M> inline M from_int_mask(const i8& m);
+template <> inline i8 from_int_mask<i8>(const i8& m) { return m; }
+template <> inline l8 from_int_mask<l8>(const i8& m) { return __builtin_convertvector(m, l8); }
+
+// 0, 1, ..., kLanes - 1 as T.
+template <typename T, typename V = typename Vec<T>::type>
+inline V iota() {
+  V v;
+  for (int i = 0; i < kLanes; ++i) v[i] = T(i);
+  return v;
+}
+inline i8 iota_int() { return iota<int32_t, i8>(); }
+
+// hc_gauss::fast_expf on every lane.
+inline f8 exp_lanes(f8 x) {
+  f8 n;
+  const f8 poly = hc_gauss::expf_core(x, n);
+  const i8 bits = (__builtin_convertvector(n, i8) + 127) << 23;
+  f8 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return poly * scale;
+}
+// double: libm's exp per lane, as hc_gauss::hc_exp(double).
+inline d8 exp_lanes(d8 x) {
+  d8 out;
+  for (int i = 0; i < kLanes; ++i) out[i] = std::exp(x[i]);
+  return out;
+}
+
+template <typename V>
+inline auto hsum(const V& v) -> decltype(v[0] + v[0]) {
+  decltype(v[0] + v[0]) s = 0;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// Number of set lanes in an int32 mask.
+inline int32_t count_set(const i8& m) { return -hsum(m); }
+
+}  // namespace hc_simd
