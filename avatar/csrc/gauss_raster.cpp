@@ -312,7 +312,9 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
     std::vector<int32_t> last_l(area), row_end(tile);
     std::vector<double> spans;
     T* tg = thread_grads + int64_t(omp_get_thread_num()) * n * gstride;
-#pragma omp for schedule(dynamic, 1)
+    // Round-robin tiles, not dynamic: each thread's buffer then sums the same tiles in the same
+    // order every run, so gradients are bit-reproducible for a given thread count.
+#pragma omp for schedule(static, 1)
     for (int64_t t = 0; t < n_tiles; ++t) {
       const int64_t begin = offsets[t], count = offsets[t + 1] - begin;
       if (count == 0) continue;
