@@ -279,7 +279,7 @@ inline void backward_window(const T* p, int C, int x0, T dy, int s, int lo, int 
     const V go = load<V>(g_pix + c * plane + s);
     const V bh_v = load<V>(bh);
     g_alpha += go * (f * t_before - bh_v * inv);
-    g[6 + c] += go * weight;
+    g[6 + c] += use ? go * weight : splat<V>(T(0));  // a NaN gradient elsewhere stays there
     store(bh, bh_v + f * weight);  // exact: adds +0 where unused
   }
   const V ga = grad_on ? g_alpha : splat<V>(T(0));

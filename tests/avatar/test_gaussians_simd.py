@@ -104,3 +104,22 @@ def test_two_thread_gradients_are_bit_reproducible():
     for grads in runs[1:]:
         for a, b in zip(grads, runs[0]):
             assert torch.equal(a, b)
+
+
+def test_non_finite_pixel_gradient_stays_with_the_gaussians_that_cover_it():
+    """A NaN upstream gradient at one pixel reaches only the Gaussians composited there, as in
+    the reference: SIMD lanes next to a span must not pick it up."""
+    width, height = 40, 32
+    m, c, o, f, depths, extents = _screen_scene(width, height, n=400, seed=12)
+    leaves = [t.clone().requires_grad_() for t in (m, c, o, f)]
+    out, alpha = rasterize_cpu(*leaves, depths, extents, width, height, n_threads=1)
+    weight = torch.ones_like(out)
+    weight[17, 21] = float("nan")
+    (out * weight).sum().backward()
+    bad = ~torch.isfinite(leaves[3].grad).all(dim=1)
+    # Gaussians that reach pixel (row 17, col 21) with alpha >= 1/255: the reference's rule.
+    d = torch.tensor([21.0, 17.0]) - m
+    power = -0.5 * (c[:, 0] * d[:, 0] ** 2 + c[:, 2] * d[:, 1] ** 2) - c[:, 1] * d[:, 0] * d[:, 1]
+    reaches = (power <= 0) & (torch.clamp(o * power.exp(), max=0.999) >= 1 / 255)
+    assert bad.any()
+    assert not (bad & ~reaches).any()
