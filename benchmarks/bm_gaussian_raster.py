@@ -77,6 +77,10 @@ def _case(n: int, res: int, backend: str, threads: int, repeats: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
+def _ms_list(cases: list[dict]) -> str:
+    return ", ".join(f"{c['forward_backward'] * 1e3:.0f}" for c in cases)
+
+
 def write_figure(path: Path) -> None:
     """Photo crop | 5,000 fitted Gaussians | random SH scene rgb | its depth, one PNG row."""
     import imageio.v3 as iio
@@ -128,6 +132,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only 100k Gaussians at 512 px")
     parser.add_argument("--threads", type=int, default=2, help="threads for the main grid")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scaling-rounds", type=int, default=3,
+                        help="alternating 1-/2-thread runs for the thread-scaling figure")
     parser.add_argument("--ref-timeout", type=float, default=300.0,
                         help="seconds before a reference case is given up")
     parser.add_argument("--json", type=Path, help="write all results here")
@@ -176,9 +182,20 @@ def main() -> None:
                   f"{cell(ratio('forward_backward_cpu'), 9, '.1f')} {cpu['coverage']:5.2f} "
                   f"{cpu['peak_rss_mb']:7.0f} {cell(get('peak_rss_mb'), 6, '.0f')}", flush=True)
 
-    one = run_case(100_000, 512, "cpu", 1, args.repeats, timeout=600)
-    two = run_case(100_000, 512, "cpu", 2, args.repeats, timeout=600)
-    results += [one, two]
+    # Thread scaling: 1- and 2-thread processes alternate, and the medians over the rounds are
+    # compared, so that a burst of load on the shared machine does not land on one side only.
+    ones, twos = [], []
+    for _ in range(args.scaling_rounds):
+        ones.append(run_case(100_000, 512, "cpu", 1, args.repeats, timeout=600))
+        twos.append(run_case(100_000, 512, "cpu", 2, args.repeats, timeout=600))
+    results += ones + twos
+
+    def median_case(cases):
+        return sorted(cases, key=lambda c: c["forward_backward"])[len(cases) // 2]
+
+    one, two = median_case(ones), median_case(twos)
+    forward_one = sorted(c["forward"] for c in ones)[len(ones) // 2]
+    forward_two = sorted(c["forward"] for c in twos)[len(twos) // 2]
     # Single-threaded on both sides: free of OpenMP synchronisation stalls, which hit the
     # reference's thousands of small torch ops far harder than the kernel on a loaded machine.
     ref_one = run_case(100_000, 512, "torch", 1, 1, timeout=args.ref_timeout)
@@ -188,10 +205,13 @@ def main() -> None:
               f"kernel {one['forward_backward'] * 1e3:.1f} ms, ratio "
               f"{ref_one['forward_backward'] / one['forward_backward']:.1f}x "
               f"(forward {ref_one['forward'] / one['forward']:.1f}x)")
-    print(f"thread scaling, 100k @ 512 fwd+bwd: 1 thread {one['forward_backward'] * 1e3:.1f} ms, "
-          f"2 threads {two['forward_backward'] * 1e3:.1f} ms, "
+    print(f"thread scaling, 100k @ 512 fwd+bwd, medians of {len(ones)} alternating rounds: "
+          f"1 thread {one['forward_backward'] * 1e3:.1f} ms "
+          f"({_ms_list(ones)}), "
+          f"2 threads {two['forward_backward'] * 1e3:.1f} ms "
+          f"({_ms_list(twos)}), "
           f"speed-up {one['forward_backward'] / two['forward_backward']:.2f}x "
-          f"(forward {one['forward'] / two['forward']:.2f}x); "
+          f"(forward {forward_one / forward_two:.2f}x); "
           f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
