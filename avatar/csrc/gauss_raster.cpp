@@ -82,15 +82,20 @@ void pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities, 
   }
 }
 
-template <typename T>
+// Copies the tile's records and spans; with the channel count known at compile time (CT) the
+// per-record copies are fixed-size moves, not library memmove calls.
+template <typename T, int CT>
 void gather_tile(const int32_t* ids, int64_t count, const Packed<T>& pk, int stride,
                  std::vector<T>& buf, std::vector<double>& spans) {
   buf.resize(count * stride);
   spans.resize(count * kSpan);
   for (int64_t k = 0; k < count; ++k) {
     const int64_t g = ids[k];
-    std::copy_n(&pk.rec[g * stride], stride, &buf[k * stride]);
-    std::copy_n(&pk.span[g * kSpan], kSpan, &spans[k * kSpan]);
+    if (CT > 0)
+      std::memcpy(&buf[k * stride], &pk.rec[g * stride], sizeof(T) * (kHeader + CT));
+    else
+      std::copy_n(&pk.rec[g * stride], stride, &buf[k * stride]);
+    std::memcpy(&spans[k * kSpan], &pk.span[g * kSpan], sizeof(double) * kSpan);
   }
 }
 
@@ -209,7 +214,7 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
     for (int64_t t = 0; t < n_tiles; ++t) {
       const int64_t begin = bins.offsets[t], count = bins.offsets[t + 1] - begin;
       if (count == 0) continue;
-      gather_tile(&bins.ids[begin], count, pk, stride, buf, spans);
+      gather_tile<T, CT>(&bins.ids[begin], count, pk, stride, buf, spans);
       const int x0 = int(t % tiles_x) * tile, y0 = int(t / tiles_x) * tile;
       const int x1 = std::min(width, x0 + tile), y1 = std::min(height, y0 + tile);
       const int row_width = x1 - x0;
@@ -338,7 +343,7 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
         }
       }
       if (k_end == 0) continue;
-      gather_tile(&ids[begin], k_end, pk, stride, buf, spans);
+      gather_tile<T, CT>(&ids[begin], k_end, pk, stride, buf, spans);
       std::fill(behind.begin(), behind.end(), T(0));
       // Back to front: each pixel sees exactly the Gaussians it composited, in reverse.
       for (int64_t k = int64_t(k_end) - 1; k >= 0; --k) {
