@@ -127,15 +127,17 @@ inline int row_stride_for(int tile) {
 
 // eval_alpha on the kLanes pixels x0 + s + i of a row, dy below the mean: dx, exp(power), the
 // unclamped alpha (raw) and alpha; returns the int32 mask of lanes where the Gaussian counts
-// (power <= 0 and alpha >= 1/255). Powers are clamped at -87 before exp (fast_expf's range):
-// that only touches pixels far outside the 1/255 ellipse, which never count.
+// (power <= 0 and alpha >= 1/255). exp sees the power clamped to [-87, 0] (fast_expf's range;
+// a positive power is rounding on a thin ellipse): that only changes lanes that never count,
+// and keeps their values finite, so that multiplying them by a zero gradient gives zero.
 template <typename T, typename V = typename hc_simd::Vec<T>::type>
 inline hc_simd::i8 window_alpha(const T* p, int x0, int s, T dy, V& dx, V& gauss, V& raw,
                                 V& alpha) {
   using hc_simd::splat;
   dx = (hc_simd::iota<T>() + T(x0 + s)) - p[0];
   const V power = hc_gauss::gauss_power(p[2], p[3], p[4], dx, dy);
-  gauss = hc_simd::exp_lanes(power >= T(-87) ? power : splat<V>(T(-87)));
+  const V low = power >= T(-87) ? power : splat<V>(T(-87));
+  gauss = hc_simd::exp_lanes(low <= T(0) ? low : splat<V>(T(0)));
   raw = p[5] * gauss;
   alpha = raw <= hc_gauss::max_alpha<T>() ? raw : splat<V>(hc_gauss::max_alpha<T>());
   return hc_simd::to_int_mask((power <= T(0)) & (alpha >= hc_gauss::min_alpha<T>()));

@@ -31,7 +31,7 @@ typedef int32_t i8 __attribute__((vector_size(4 * kLanes)));
 typedef double d8 __attribute__((vector_size(8 * kLanes)));
 typedef int64_t l8 __attribute__((vector_size(8 * kLanes)));
 
-// Vec<T>::type: 8 lanes of T; Vec<T>::mask: the comparison result (lanes all-ones or zero).
+// Vec<T>::type: kLanes lanes of T; Vec<T>::mask: the comparison result (lanes all-ones or zero).
 template <typename T> struct Vec;
 template <> struct Vec<float> { using type = f8; using mask = i8; };
 template <> struct Vec<double> { using type = d8; using mask = l8; };

@@ -10,7 +10,8 @@ from torch.autograd.function import once_differentiable
 _CSRC = Path(__file__).resolve().parents[1] / "csrc"
 SOURCES = [_CSRC / "gauss_raster.cpp", _CSRC / "gauss_raster_project.cpp"]
 HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
-           _CSRC / "gauss_raster_bin.h", _CSRC / "gauss_raster_bindings.h", _CSRC / "gauss_raster_simd.h"]
+           _CSRC / "gauss_raster_bin.h", _CSRC / "gauss_raster_bindings.h",
+           _CSRC / "gauss_raster_simd.h"]
 
 
 def load_cpu_kernel():
