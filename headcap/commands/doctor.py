@@ -62,6 +62,13 @@ def collect() -> dict:
         "openmp": torch.backends.openmp.is_available(),
     }
     report["cpp_extensions"] = bool(report["g++"] and report["ninja"])
+    from calib._cpp import simd_flags
+
+    # What the Gaussian kernel is built with here: AVX2 (8 lanes) or the portable 4-lane build.
+    flags = simd_flags()
+    report["cpu_simd"] = (f"torch capability {torch.backends.cpu.get_cpu_capability()}; Gaussian "
+                          f"kernel built with {' '.join(flags) if flags else 'baseline flags'} "
+                          f"({8 if flags else 4} float lanes)")
     for name in OPTIONAL:
         dist = {"tinycudann": "tinycudann", "pytorch3d": "pytorch3d"}.get(name, name)
         report[name] = _version(dist, name)
