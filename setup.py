@@ -3,7 +3,25 @@
 Install torch first (`pip install torch==2.13.0` on a CPU machine, the CUDA build on a GPU
 machine): a bare torch requirement with no torch installed resolves to a multi-GB CUDA build.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
+
+# The stage folders sit at the top of the repository (the design card's layout) but install
+# under `headcap.` (their bare names are taken on PyPI). Subpackages are discovered, never
+# listed, so a new one cannot be left out of the wheel.
+STAGE_FOLDERS = ("core", "calib", "capture", "reconstruct", "avatar")
+
+
+def _packages() -> tuple[list[str], dict[str, str]]:
+    packages = find_packages(include=["headcap", "headcap.*"])
+    package_dir = {"headcap": "headcap"}
+    for folder in STAGE_FOLDERS:
+        package_dir[f"headcap.{folder}"] = folder
+        packages.append(f"headcap.{folder}")
+        packages += [f"headcap.{folder}.{sub}" for sub in find_packages(where=folder)]
+    return packages, package_dir
+
+
+PACKAGES, PACKAGE_DIR = _packages()
 
 INSTALL_REQUIRES = [
     "torch>=2.5,<2.15",
@@ -20,7 +38,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "setuptools>=70.1", "wheel>=0.43"],
     # tinycudann has no registry package: build it from source
     # (pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch)
     "cuda": ["gsplat>=1.5"],
@@ -38,13 +56,12 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["calib", "capture", "reconstruct", "avatar", "headcap"],
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     package_data={
-        "reconstruct": ["csrc/*.cpp", "csrc/*.h", "csrc/*.cu"],
-        "avatar": ["csrc/*.cpp", "csrc/*.h", "csrc/*.cu"],
-        "headcap": ["assets/*"],
+        "headcap.reconstruct": ["csrc/*/*.cpp", "csrc/*/*.h", "csrc/*/*.cu"],
+        "headcap.avatar": ["csrc/*/*.cpp", "csrc/*/*.h", "csrc/*/*.cu"],
     },
-    include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["headcap=headcap.cli:main"]},

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avatar.gaussians import rasterize_gaussians
+from headcap.avatar.gaussians import rasterize_gaussians
 
 
 @dataclass(frozen=True)

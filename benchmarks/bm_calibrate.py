@@ -21,9 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "calib")]
 
-from calib.boards import BoardSpec  # noqa: E402
-from calib.calibrate import CalibrationConfig, calibrate_rig, camera_graph_components  # noqa: E402
-from calib.camera import Camera, Rig  # noqa: E402
+from headcap.calib.boards import BoardSpec  # noqa: E402
+from headcap.calib.calibrate import CalibrationConfig, calibrate_rig, camera_graph_components  # noqa: E402
+from headcap.calib.camera import Camera, Rig  # noqa: E402
 from synthetic_calib import board_poses, pose_errors, projected_detections, ring_rig  # noqa: E402
 
 BOARD = "charuco:14x10:0.035:0.026:DICT_5X5_100"

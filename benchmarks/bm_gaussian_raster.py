@@ -34,10 +34,10 @@ def _case(n: int, res: int, backend: str, threads: int, repeats: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from avatar.gaussians import project_gaussians, rasterize_cpu, rasterize_reference, sh_to_color
-    from avatar.gaussians.cpu import project_cpu
-    from avatar.gaussians.projection import camera_center
-    from avatar.gaussians.synthetic import pinhole, random_scene
+    from headcap.avatar.gaussians import project_gaussians, rasterize_cpu, rasterize_reference, sh_to_color
+    from headcap.avatar.gaussians.cpu import project_cpu
+    from headcap.avatar.gaussians.projection import camera_center
+    from headcap.avatar.gaussians.synthetic import pinhole, random_scene
 
     K, cfw = pinhole(res, res, torch.float32)
     params = random_scene(n, seed=0, dtype=torch.float32, sh_degree=3,
@@ -87,9 +87,9 @@ def write_figure(path: Path) -> None:
     import numpy as np
     import torch
 
-    from avatar.gaussians import rasterize_gaussians
-    from avatar.gaussians.fit_image import fit_image
-    from avatar.gaussians.synthetic import pinhole, random_scene
+    from headcap.avatar.gaussians import rasterize_gaussians
+    from headcap.avatar.gaussians.fit_image import fit_image
+    from headcap.avatar.gaussians.synthetic import pinhole, random_scene
 
     data = Path(os.environ.get("HEADCAP_TEST_DATA", ROOT.parent / "shared" / "data"))
     photo = iio.imread(data / "face_images" / "astronaut_eileen_collins.png")[40:168, 150:278]

@@ -28,10 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calib.camera import Camera, look_at  # noqa: E402
-from reconstruct.rasterize_mesh import (interpolate, project_vertices, rasterize, rasterize_reference,  # noqa: E402
+from headcap.calib.camera import Camera, look_at  # noqa: E402
+from headcap.reconstruct.rasterize_mesh import (interpolate, project_vertices, rasterize, rasterize_reference,  # noqa: E402
                                         render_mesh)
-from reconstruct.shading import UNIFORM_WHITE_SH00, vertex_normals  # noqa: E402
+from headcap.reconstruct.shading import UNIFORM_WHITE_SH00, vertex_normals  # noqa: E402
 
 # ICT materials that are see-through overlays in the upstream renders; hidden in the figure
 OVERLAY_MATERIALS = ("M_EyeBlend", "M_EyeOcclusion", "M_LacrimalFluid", "M_EyeLashes")
@@ -114,7 +114,7 @@ def figure(path: Path, data_root: Path, size: int = 384) -> None:
     frags = out["fragments"]
     corner_faces = torch.arange(3 * faces.shape[0]).view(-1, 3)
     albedo = interpolate(face_rgb.repeat_interleave(3, 0), frags, corner_faces)
-    from reconstruct.shading import shade_sh
+    from headcap.reconstruct.shading import shade_sh
 
     rgb = shade_sh(albedo, out["normals"], sh)
     rgb = torch.where(frags.mask[..., None], rgb, torch.ones_like(rgb))

@@ -36,8 +36,8 @@ def _docs_image(root: Path, path: Path) -> None:
     """The middle frame of every camera with the ground-truth landmarks projected (green)."""
     import cv2
 
-    from calib.rig_io import read_rig
-    from capture.session import read_session
+    from headcap.calib.rig_io import read_rig
+    from headcap.capture.session import read_session
     from headcap.studio.writer import contact_sheet
 
     session = read_session(root)

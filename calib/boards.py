@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from calib import projection
-from calib.camera import Camera, invert_rigid
+from headcap.calib import projection
+from headcap.calib.camera import Camera, invert_rigid
 
 BOARD_KINDS = ("charuco", "chessboard")
 _UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calib.projection import DISTORTION_MODELS
+from headcap.calib.projection import DISTORTION_MODELS
 
 
 @dataclass

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from calib.bundle import project_corners
-from calib.camera import invert_rigid
-from calib.detect import Detection
-from calib.projection import DISTORTION_MODELS
+from headcap.calib.bundle import project_corners
+from headcap.calib.camera import invert_rigid
+from headcap.calib.detect import Detection
+from headcap.calib.projection import DISTORTION_MODELS
 
 
 def average_poses(poses: list[np.ndarray]) -> np.ndarray:
@@ -86,7 +86,7 @@ def solve_pnp(dets: list[Detection], K: np.ndarray, model: str, dist: np.ndarray
     import cv2
     import torch
 
-    from calib.projection import undistort_pixels
+    from headcap.calib.projection import undistort_pixels
 
     poses = []
     for d in dets:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.calibrate import CalibrationResult
-from calib.fileio import atomic_write_bytes, atomic_write_text
+from headcap.calib.calibrate import CalibrationResult
+from headcap.core.fileio import atomic_write_bytes, atomic_write_text
 
 
 def _save(fig, path: Path) -> None:
@@ -114,7 +114,7 @@ def plot_coverage(result: CalibrationResult, path: Path, dpi: int = 70, bins=(16
 
 def plot_rig(result: CalibrationResult, path: Path, board_size=None, dpi: int = 80) -> None:
     """3D plot of the calibrated cameras and every board pose, the rig's up axis vertical."""
-    from calib.rig_plot import plot_rig_3d
+    from headcap.calib.rig_plot import plot_rig_3d
 
     plot_rig_3d(result.rig, path, [result.world_from_board[f] for f in sorted(result.world_from_board)],
                 board_size, dpi=dpi)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from calib.bundle import BundleProblem, Observation, levenberg_marquardt, pose_to_vec, vec_to_pose
-from calib.calib_init import (average_poses, camera_graph_components, chain_extrinsics, init_board_poses,
+from headcap.calib.bundle import BundleProblem, Observation, levenberg_marquardt, pose_to_vec, vec_to_pose
+from headcap.calib.calib_init import (average_poses, camera_graph_components, chain_extrinsics, init_board_poses,
                               init_intrinsics, solve_pnp)
-from calib.camera import Camera, Rig, invert_rigid
-from calib.detect import Detection
-from calib.projection import DISTORTION_MODELS
+from headcap.calib.camera import Camera, Rig, invert_rigid
+from headcap.calib.detect import Detection
+from headcap.calib.projection import DISTORTION_MODELS
 
 __all__ = ["CalibrationConfig", "CalibrationError", "CalibrationResult", "Observation", "WORLD_FRAMES",
            "calibrate_rig", "camera_graph_components"]

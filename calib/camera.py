@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from calib import projection
-from calib.conventions import invert_rigid  # noqa: F401  (re-exported: calib.camera.invert_rigid)
-from calib.projection import DISTORTION_MODELS
+from headcap.calib import projection
+from headcap.calib.conventions import invert_rigid  # noqa: F401  (re-exported: calib.camera.invert_rigid)
+from headcap.calib.projection import DISTORTION_MODELS
 
 
 def _as_matrix(value, shape, name: str, where: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.boards import BoardSpec
+from headcap.calib.boards import BoardSpec
 
 #: quality thresholds behind the flags (pixels unless stated)
 MIN_CORNERS = 6

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.camera import Camera, Rig
-from calib.fileio import FileFormatError, read_json, require, write_json
+from headcap.calib.camera import Camera, Rig
+from headcap.core.fileio import FileFormatError, read_json, require, write_json
 
 SCHEMA_VERSION = 1
 UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}

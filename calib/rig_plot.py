@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.camera import Rig
+from headcap.calib.camera import Rig
 
 _AXES = "xyz"
 
@@ -53,7 +53,7 @@ def plot_rig_3d(rig: Rig, out, world_from_boards=(), board_size: tuple[float, fl
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from calib.fileio import atomic_write_bytes
+    from headcap.core.fileio import atomic_write_bytes
 
     to_plot, labels = plot_from_world(rig)
 

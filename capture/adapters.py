@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_number, list_images, natural_key
+from headcap.capture.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_number, list_images, natural_key
 
 FORMATS = ("auto", "videos", "images", "nersemble", "nerfstudio", "monocular")
 
@@ -211,7 +211,7 @@ def discover_nersemble(src: Path, sequence: str | None = None) -> Source:
 def _read_nersemble_quiet(path: Path):
     import warnings
 
-    from calib.formats.nersemble import read_nersemble
+    from headcap.calib.formats.nersemble import read_nersemble
 
     # Ingest rescales K to the decoded image size itself, so the full-size assumption is intended.
     with warnings.catch_warnings():
@@ -222,9 +222,9 @@ def _read_nersemble_quiet(path: Path):
 def discover_nerfstudio(src: Path) -> Source:
     """transforms.json frames grouped by camera (`camera_id` or image stem) and timestep
     (`timestep_index` as VHAP writes it, else the frame's order within its camera)."""
-    from calib.fileio import FileFormatError, read_json
-    from calib.formats.nerfstudio import rig_from_transforms
-    from capture.session import check_camera_id
+    from headcap.core.fileio import FileFormatError, read_json
+    from headcap.calib.formats.nerfstudio import rig_from_transforms
+    from headcap.capture.session import check_camera_id
 
     path = src if src.is_file() else src / "transforms.json"
     data = read_json(path)
@@ -263,7 +263,7 @@ def discover_nerfstudio(src: Path) -> Source:
 def monocular_rig(camera: str, width: int, height: int, metadata: dict, fov_degrees: float):
     """A one-camera rig: focal length from a 35 mm-equivalent tag when the video carries one,
     else from a horizontal field-of-view guess (tracking refines it later)."""
-    from calib.camera import Camera, Rig
+    from headcap.calib.camera import Camera, Rig
 
     focal = None
     source = f"fov_guess({fov_degrees:g} deg horizontal)"
@@ -308,7 +308,7 @@ def discover(src, fmt: str = "auto", background: Path | None = None, sequence: s
         source = discover_nersemble(src, sequence)
     else:
         source = discover_nerfstudio(src)
-    from capture.session import check_camera_id
+    from headcap.capture.session import check_camera_id
 
     for cs in source.cameras:
         check_camera_id(cs.camera, cs.label, "camera id")

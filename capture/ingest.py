@@ -24,13 +24,13 @@ from typing import Callable
 
 import numpy as np
 
-from calib.fileio import read_json, write_json
-from capture import ingest_analysis as analysis_mod
-from capture.adapters import Source, discover
-from capture.colour import apply_colour
-from capture.masks import MatteConfig, matte
-from capture.session import FrameEntry, Session
-from capture.video import _upright, iter_video, read_image, write_image
+from headcap.core.fileio import read_json, write_json
+from headcap.capture import ingest_analysis as analysis_mod
+from headcap.capture.adapters import Source, discover
+from headcap.capture.colour import apply_colour
+from headcap.capture.masks import MatteConfig, matte
+from headcap.capture.session import FrameEntry, Session
+from headcap.capture.video import _upright, iter_video, read_image, write_image
 
 STATE = ".ingest/state.json"
 
@@ -151,17 +151,17 @@ def scale_camera(cam, width: int, height: int):
 
 
 def _load_calibration(path: str):
-    from calib.fileio import read_json as _read
-    from calib.rig_io import rig_from_dict
+    from headcap.core.fileio import read_json as _read
+    from headcap.calib.rig_io import rig_from_dict
 
     p = Path(path)
     data = _read(p)
     if isinstance(data, dict) and "world_2_cam" in data:
-        from capture.adapters import _read_nersemble_quiet
+        from headcap.capture.adapters import _read_nersemble_quiet
 
         return _read_nersemble_quiet(p)
     if isinstance(data, dict) and "frames" in data:
-        from calib.formats.nerfstudio import rig_from_transforms
+        from headcap.calib.formats.nerfstudio import rig_from_transforms
 
         return rig_from_transforms(data, p)
     return rig_from_dict(data, p)
@@ -352,7 +352,7 @@ def _write(source: Source, config: IngestConfig, hooks: IngestHooks, partial: Pa
             shutil.rmtree(partial / "masks" / cam, ignore_errors=True)
     rig_rel = None
     if plan.get("rig") is not None:
-        from calib.rig_io import rig_from_dict, write_rig
+        from headcap.calib.rig_io import rig_from_dict, write_rig
 
         write_rig(rig_from_dict(plan["rig"]), partial / "rig.json")
         rig_rel = "rig.json"

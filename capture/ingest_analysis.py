@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from capture import sync as sync_mod
-from capture.colour import detect_chart, fit_affine, fit_transport, linear_samples, srgb_to_lab, linear_to_srgb
-from capture.masks import BackgroundPlate, matte
-from capture.video import iter_video, luma_small, probe_video, read_audio, read_image
+from headcap.capture import sync as sync_mod
+from headcap.capture.colour import detect_chart, fit_affine, fit_transport, linear_samples, srgb_to_lab, linear_to_srgb
+from headcap.capture.masks import BackgroundPlate, matte
+from headcap.capture.video import iter_video, luma_small, probe_video, read_audio, read_image
 
 SAMPLE_SIDE = 256
 CHART_SIDE = 768
@@ -58,7 +58,7 @@ def _video_frames(cs, every: int, want_chart: bool):
     except for the first frame when a chart is wanted (CHART_SIDE px) and for sample frames,
     which swscale converts and area-downscales to SAMPLE_SIDE px in one pass: the rest are read
     from the Y plane only, so analysis costs little more than the codec's own decoding."""
-    from capture.video import _upright
+    from headcap.capture.video import _upright
 
     for j, (t, frame, rotation) in enumerate(iter_video(cs.video, raw=True)):
         size = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
@@ -195,8 +195,8 @@ def _fail_or_warn(config, messages: list[str], text: str) -> None:
 
 
 def analyse(source, config, hooks, plate_cache: dict | None = None) -> dict:
-    from calib.rig_io import rig_to_dict
-    from capture.ingest import parse_resize, scale_camera
+    from headcap.calib.rig_io import rig_to_dict
+    from headcap.capture.ingest import parse_resize, scale_camera
 
     log = hooks.log
     messages: list[str] = []
@@ -213,7 +213,7 @@ def analyse(source, config, hooks, plate_cache: dict | None = None) -> dict:
         raise ValueError(f"cameras record at different frame rates {rates}; pass --fps to force one")
     fps = float(config.fps or (next(iter(rates.values())) if rates else 30.0))
     if source.format == "monocular":
-        from capture.adapters import monocular_rig
+        from headcap.capture.adapters import monocular_rig
 
         info = infos["cam00"]
         source.rig, how = monocular_rig("cam00", info.width, info.height, info.metadata, config.fov)
@@ -270,7 +270,7 @@ def analyse(source, config, hooks, plate_cache: dict | None = None) -> dict:
                 raise ValueError(f"camera {cs.camera!r}: calibration is for {cam.width}x{cam.height} images but the "
                                  f"frames are {scan.width}x{scan.height} (a different aspect ratio)")
             scaled.append(scale_camera(cam, *sizes[cs.camera]).replace(id=cs.camera))
-        from calib.camera import Rig
+        from headcap.calib.camera import Rig
 
         rig_out = rig_to_dict(Rig.from_list(scaled))
     if not cams:

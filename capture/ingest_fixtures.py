@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.colour import linear_to_srgb, srgb_to_linear
+from headcap.capture.colour import linear_to_srgb, srgb_to_linear
 
 
 @dataclass

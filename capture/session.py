@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from calib.fileio import FileFormatError, read_json, require, safe_relative_path, write_json
+from headcap.core.fileio import FileFormatError, read_json, require, safe_relative_path, write_json
 
 SCHEMA_VERSION = 1
 MANIFEST = "session.json"
@@ -69,7 +69,7 @@ class Session:
         return None if self.rig is None else self.path(self.rig, "rig")
 
     def load_rig(self):
-        from calib.rig_io import read_rig
+        from headcap.calib.rig_io import read_rig
 
         path = self.rig_path()
         if path is None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.align import similarity_fit
-from calib.fileio import write_json
+from headcap.core.align import similarity_fit
+from headcap.core.fileio import write_json
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,10 @@ def loss_curve_png(history: list[float], path: Path) -> None:
 
 def _calibrate(session, calib_dir: Path, rig_path: Path, console) -> dict:
     """Detect the board in the session's calibration frames and bundle-adjust the rig."""
-    from calib.boards import BoardSpec
-    from calib.calibrate import CalibrationConfig, calibrate_rig
-    from calib.detect import detect_images
-    from calib.rig_io import write_rig
+    from headcap.calib.boards import BoardSpec
+    from headcap.calib.calibrate import CalibrationConfig, calibrate_rig
+    from headcap.calib.detect import detect_images
+    from headcap.calib.rig_io import write_rig
 
     board = session.extra.get("board")
     if not isinstance(board, str):
@@ -99,7 +99,7 @@ def _calibrate(session, calib_dir: Path, rig_path: Path, console) -> dict:
     # narrow studio lenses (~22 deg) leave k3 unobservable: hold it at zero rather than fit noise
     result = calibrate_rig(detections, CalibrationConfig(world="first-camera", fix_k3=True), progress=None)
     calib_dir.mkdir(parents=True, exist_ok=True)
-    from calib.calib_report import write_report
+    from headcap.calib.calib_report import write_report
 
     write_report(result, calib_dir, board=spec)
     for warning in result.warnings:
@@ -116,9 +116,9 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), console=None) -> Path
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from avatar.static_fit import StaticFitConfig, fit_static_gaussians, load_view, psnr
-    from calib.rig_io import read_rig
-    from capture.session import read_session
+    from headcap.avatar.static_fit import StaticFitConfig, fit_static_gaussians, load_view, psnr
+    from headcap.calib.rig_io import read_rig
+    from headcap.capture.session import read_session
     from headcap.report import Report
     from headcap.studio.synthesize import StudioConfig, synthesize_session
     from headcap.studio.writer import write_png

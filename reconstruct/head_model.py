@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reconstruct.lbs import lbs
+from headcap.reconstruct.lbs import lbs
 
 __all__ = [
     "HeadModel",
@@ -245,7 +245,7 @@ class HeadModel:
     @classmethod
     def load_npz(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "HeadModel":
         """Read a file written by `save_npz` (allow_pickle=False)."""
-        from calib.fileio import read_npz
+        from headcap.core.fileio import read_npz
 
         path = Path(path)
         data = read_npz(path)
@@ -348,7 +348,7 @@ class HeadModel:
 
 def load_head_model(spec: str, dtype: torch.dtype = torch.float32) -> HeadModel:
     """"default", "ict:PATH", "flame:PATH" or "npz:PATH" (see reconstruct.head_loaders)."""
-    from reconstruct.head_loaders import load_head_model as _load
+    from headcap.reconstruct.head_loaders import load_head_model as _load
 
     return _load(spec, dtype=dtype)
 
@@ -356,20 +356,20 @@ def load_head_model(spec: str, dtype: torch.dtype = torch.float32) -> HeadModel:
 def load_default_head(dtype: torch.dtype = torch.float32, **kwargs) -> HeadModel:
     """The embedded CC0 MakeHuman head (reconstruct.head_loaders.makehuman.load_makehuman_head
     takes the kwargs: source, num_identity, cache_dir, use_cache)."""
-    from reconstruct.head_loaders import load_default_head as _load
+    from headcap.reconstruct.head_loaders import load_default_head as _load
 
     return _load(dtype=dtype, **kwargs)
 
 
 def load_ict_facekit(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> HeadModel:
     """ICT-FaceKit from its packed npz or upstream OBJ folder (reconstruct.head_loaders.ict)."""
-    from reconstruct.head_loaders import load_ict_facekit as _load
+    from headcap.reconstruct.head_loaders import load_ict_facekit as _load
 
     return _load(path, dtype=dtype)
 
 
 def load_flame(path: str | os.PathLike, dtype: torch.dtype = torch.float32, num_shape: int = 300) -> HeadModel:
     """FLAME 2020/2023 .pkl (restricted unpickler) or .npz (reconstruct.head_loaders.flame)."""
-    from reconstruct.head_loaders import load_flame as _load
+    from headcap.reconstruct.head_loaders import load_flame as _load
 
     return _load(path, dtype=dtype, num_shape=num_shape)

@@ -1,7 +1,7 @@
 """Triangle-mesh rasterizer: four small primitives in the manner of nvdiffrast.
 
 - `rasterize`: z-buffer rasterization to triangle id + perspective-correct barycentrics + depth
-  (C++/OpenMP kernel `reconstruct/csrc/mesh_raster.cpp`, or the pure-torch reference
+  (C++/OpenMP kernel `reconstruct/csrc/mesh_raster/mesh_raster.cpp`, or the pure-torch reference
   `rasterize_reference`, which is the specification and also runs on CUDA tensors).
 - `interpolate`: per-vertex (or per-corner) attributes -> pixels, differentiable w.r.t. the
   attributes and, when `verts_screen` is passed, w.r.t. the vertex positions.
@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from reconstruct.shading import sample_texture, shade_sh, vertex_normals
+from headcap.reconstruct.shading import sample_texture, shade_sh, vertex_normals
 
 _LOG = logging.getLogger(__name__)
-_CSRC = Path(__file__).resolve().parent / "csrc" / "mesh_raster.cpp"
+_CSRC = Path(__file__).resolve().parent / "csrc" / "mesh_raster" / "mesh_raster.cpp"
 BACKENDS = ("auto", "cpp", "torch")
 
 
@@ -57,7 +57,7 @@ class Fragments:
 
 
 def _extension():
-    from calib._cpp import load_extension
+    from headcap.core.extension import load_extension
 
     return load_extension("mesh_raster", [_CSRC])
 
@@ -353,7 +353,7 @@ def project_vertices(vertices_world: Tensor, camera) -> Tensor:
     vertices, approximate inside triangles (edges stay straight in the distorted image).
     Use triangles small compared with the distortion's curvature.
     """
-    from calib.projection import project_points
+    from headcap.calib.projection import project_points
 
     dtype, dev = vertices_world.dtype, vertices_world.device
     K = torch.as_tensor(camera.K, dtype=dtype, device=dev)

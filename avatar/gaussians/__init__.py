@@ -2,7 +2,7 @@
 
 `rasterize_gaussians` projects Gaussians (EWA, low-pass filtered) and composites them front to
 back with one of three backends, chosen automatically and reported in `RasterOutput.backend`:
-"torch" (reference.py, the specification), "cpu" (C++/OpenMP kernel, avatar/csrc/gauss_raster.cpp)
+"torch" (reference.py, the specification), "cpu" (C++/OpenMP kernel, avatar/csrc/gauss_raster/gauss_raster.cpp)
 and "gsplat" (CUDA, when installed). See docs/gaussians.md.
 """
 from .projection import ProjectedGaussians, camera_center, project_gaussians, quat_scale_to_covar, quat_to_rotmat

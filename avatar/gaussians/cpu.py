@@ -1,4 +1,4 @@
-"""The C++ CPU compositing kernel (avatar/csrc/gauss_raster.cpp) behind an autograd.Function."""
+"""The C++ CPU compositing kernel (avatar/csrc/gauss_raster/) behind an autograd.Function."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-_CSRC = Path(__file__).resolve().parents[1] / "csrc"
+_CSRC = Path(__file__).resolve().parents[1] / "csrc" / "gauss_raster"
 SOURCES = [_CSRC / "gauss_raster.cpp", _CSRC / "gauss_raster_project.cpp"]
 HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
            _CSRC / "gauss_raster_bin.h", _CSRC / "gauss_raster_bindings.h",
@@ -16,7 +16,7 @@ HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
 
 def load_cpu_kernel():
     """Build (first use) and import the extension. Raises RuntimeError with the compiler output."""
-    from calib._cpp import load_extension
+    from headcap.core.extension import load_extension
 
     return load_extension("gauss_raster", SOURCES, extra_cflags=(f"-I{_CSRC}",),
                           headers=tuple(HEADERS), simd=True)

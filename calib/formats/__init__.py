@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from calib.camera import Rig
-from calib.fileio import FileFormatError
-from calib.formats import colmap, nersemble, nerfstudio, opencv_yaml
-from calib.rig_io import read_rig, write_rig
+from headcap.calib.camera import Rig
+from headcap.core.fileio import FileFormatError
+from headcap.calib.formats import colmap, nersemble, nerfstudio, opencv_yaml
+from headcap.calib.rig_io import read_rig, write_rig
 
 FORMATS = ("rig", "nersemble", "nerfstudio", "colmap", "colmap-bin", "opencv")
 

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from calib.camera import Camera, Rig
-from calib.fileio import FileFormatError
+from headcap.calib.camera import Camera, Rig
+from headcap.core.fileio import FileFormatError
 
 #: OpenCV puts the centre of the top-left pixel at (0, 0); COLMAP and nerfstudio at (0.5, 0.5).
 #: principal point in those formats = headcap principal point + HALF_PIXEL.

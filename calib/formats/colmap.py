@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.camera import Camera, Rig, check_rigid
-from calib.fileio import FileFormatError, atomic_write_bytes, atomic_write_text, read_text
-from calib.formats._common import HALF_PIXEL, ExportError, build_camera, require_no_skew
+from headcap.calib.camera import Camera, Rig, check_rigid
+from headcap.core.fileio import FileFormatError, atomic_write_bytes, atomic_write_text, read_text
+from headcap.calib.formats._common import HALF_PIXEL, ExportError, build_camera, require_no_skew
 
 FORMAT = "colmap"
 #: model name -> (COLMAP model id, number of parameters)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.camera import Camera, Rig
-from calib.conventions import (opencv_cam_from_world_to_opengl_world_from_cam,
+from headcap.calib.camera import Camera, Rig
+from headcap.calib.conventions import (opencv_cam_from_world_to_opengl_world_from_cam,
                                opengl_world_from_cam_to_opencv_cam_from_world)
-from calib.fileio import FileFormatError, read_json, write_json
-from calib.formats._common import (HALF_PIXEL, ExportError, build_camera, parse_matrix, parse_number, parse_size,
+from headcap.core.fileio import FileFormatError, read_json, write_json
+from headcap.calib.formats._common import (HALF_PIXEL, ExportError, build_camera, parse_matrix, parse_number, parse_size,
                                    require_no_skew, short)
 
 FORMAT = "nerfstudio"
@@ -162,7 +162,7 @@ def _frame_camera(meta: dict, frame: dict, i: int, model: str, path) -> Camera:
 
 def _checked_gl_to_cv(world_from_glcam: np.ndarray, path, field: str) -> np.ndarray:
     # validate before inverting: the inverse of a non-rigid matrix would hide the bad value
-    from calib.camera import check_rigid
+    from headcap.calib.camera import check_rigid
 
     try:
         check_rigid(world_from_glcam, "transform_matrix", "frame")

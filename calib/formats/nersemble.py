@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.camera import Rig
-from calib.fileio import FileFormatError, read_json, write_json
-from calib.formats._common import (ExportError, build_camera, is_zero_distortion, parse_matrix, parse_size,
+from headcap.calib.camera import Rig
+from headcap.core.fileio import FileFormatError, read_json, write_json
+from headcap.calib.formats._common import (ExportError, build_camera, is_zero_distortion, parse_matrix, parse_size,
                                    short, unique_ids)
 
 FORMAT = "nersemble"

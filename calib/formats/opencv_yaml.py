@@ -33,10 +33,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calib.camera import Camera, Rig
-from calib.fileio import FileFormatError, atomic_write_text, read_text
-from calib.formats._common import ExportError, build_camera, short, unique_ids
-from calib.projection import DISTORTION_MODELS
+from headcap.calib.camera import Camera, Rig
+from headcap.core.fileio import FileFormatError, atomic_write_text, read_text
+from headcap.calib.formats._common import ExportError, build_camera, short, unique_ids
+from headcap.calib.projection import DISTORTION_MODELS
 
 FORMAT = "opencv"
 

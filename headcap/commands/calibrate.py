@@ -40,7 +40,7 @@ def find_images(path: Path) -> tuple[dict[str, list[Path]], object]:
     """({camera: [image paths]}, session or None)."""
     path = Path(path)
     if path.name == "session.json" or (path.is_dir() and (path / "session.json").is_file()):
-        from capture.session import read_session
+        from headcap.capture.session import read_session
 
         session = read_session(path)
         if not session.calibration:
@@ -64,18 +64,18 @@ def run(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from calib.boards import BoardSpec
-    from calib.calib_report import write_report
-    from calib.calibrate import CalibrationConfig, calibrate_rig
-    from calib.detect import detect_images
-    from calib.rig_io import write_rig
+    from headcap.calib.boards import BoardSpec
+    from headcap.calib.calib_report import write_report
+    from headcap.calib.calibrate import CalibrationConfig, calibrate_rig
+    from headcap.calib.detect import detect_images
+    from headcap.calib.rig_io import write_rig
 
     console = Console(stderr=True)
     spec = BoardSpec.parse(args.board)
     images, session = find_images(args.input)
     seed = None
     if args.seed_rig is not None:
-        from calib.formats import read_any
+        from headcap.calib.formats import read_any
 
         seed = read_any(args.seed_rig)
     world = args.world or ("seed" if seed is not None else "first-camera")

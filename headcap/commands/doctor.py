@@ -62,7 +62,7 @@ def collect() -> dict:
         "openmp": torch.backends.openmp.is_available(),
     }
     report["cpp_extensions"] = bool(report["g++"] and report["ninja"])
-    from calib._cpp import simd_flags
+    from headcap.core.extension import simd_flags
 
     # What the Gaussian kernel is built with here: AVX2 (8 lanes) or the portable 4-lane build.
     flags = simd_flags()

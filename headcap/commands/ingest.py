@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from capture.ingest import IngestConfig, IngestHooks, ingest
+    from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
 
     config = IngestConfig(format=args.format, start=args.start, end=args.end, stride=args.stride,
                           resize=args.resize, image_format=args.image_format, jpeg_quality=args.jpeg_quality,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calib.camera import Rig
-from calib.formats import FORMATS, read_any, write_any
+from headcap.calib.camera import Rig
+from headcap.calib.formats import FORMATS, read_any, write_any
 
 
 def register(subparsers) -> None:
@@ -34,7 +34,7 @@ def load_rig(path: Path, fmt: str = "auto") -> Rig:
     path = Path(path)
     is_session = path.name == "session.json" or (path.is_dir() and (path / "session.json").is_file())
     if is_session and fmt == "auto":
-        from capture.session import read_session
+        from headcap.capture.session import read_session
 
         return read_session(path).load_rig()
     return read_any(path, fmt)
@@ -58,7 +58,7 @@ def rig_table(rig: Rig, title: str):
 
 def plot_frusta(rig: Rig, out: Path, title: str = "") -> Path:
     """Draw every camera as a frustum with its id; world axes at the origin. Writes a PNG."""
-    from calib.rig_plot import plot_rig_3d
+    from headcap.calib.rig_plot import plot_rig_3d
 
     return plot_rig_3d(rig, out, title=title)
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reconstruct.head_model import HeadModel
-from reconstruct.shading import sh_basis, sh_irradiance
+from headcap.reconstruct.head_model import HeadModel
+from headcap.reconstruct.shading import sh_basis, sh_irradiance
 
 __all__ = [
     "Appearance", "AppearanceConfig", "procedural_appearance", "textured_appearance", "studio_lighting",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from reconstruct.rasterize_mesh import project_vertices, rasterize
-from reconstruct.shading import sample_texture, shade_sh, vertex_normals
+from headcap.reconstruct.rasterize_mesh import project_vertices, rasterize
+from headcap.reconstruct.shading import sample_texture, shade_sh, vertex_normals
 
 from headcap.studio.appearance import Appearance, detail_pattern
 

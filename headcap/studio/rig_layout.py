@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calib.camera import Camera, Rig, look_at
+from headcap.calib.camera import Camera, Rig, look_at
 
 __all__ = ["RigLayoutConfig", "MonocularPathConfig", "studio_rig", "monocular_path", "camera_ids", "row_layout"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reconstruct.head_model import HeadModel
+from headcap.reconstruct.head_model import HeadModel
 
 __all__ = ["load_scan", "SCAN_CREDIT", "SCAN_UNIT_M"]
 

@@ -31,11 +31,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from calib.boards import BoardSpec, ray_directions, render_board_view
-from calib.camera import Camera, Rig
-from calib.fileio import read_json, write_json
-from calib.rig_io import write_rig
-from capture.session import FrameEntry, Session
+from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
+from headcap.calib.camera import Camera, Rig
+from headcap.core.fileio import read_json, write_json
+from headcap.calib.rig_io import write_rig
+from headcap.capture.session import FrameEntry, Session
 from headcap.studio import motion as motion_mod
 from headcap.studio.appearance import procedural_appearance, textured_appearance
 from headcap.studio.render import backdrop, frame_normals, render_view, to_uint8
@@ -171,7 +171,7 @@ def _load_head(config: StudioConfig):
 
         model, texture = load_scan(config.scan)
         return model, texture, [SCAN_CREDIT]
-    from reconstruct.head_model import load_head_model
+    from headcap.reconstruct.head_model import load_head_model
 
     model = load_head_model(config.head)
     return model, None, [model.licence] if model.licence else []
@@ -256,7 +256,7 @@ def synthesize_session(config: StudioConfig, out: str | os.PathLike, progress: P
             shutil.rmtree(partial, ignore_errors=True)
             raise
     _commit(partial, out)
-    from capture.session import read_session
+    from headcap.capture.session import read_session
 
     session = read_session(out)
     return SynthResult(out, session, scene["rig"], timings)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from reconstruct.head_loaders.flame import load_flame
-from reconstruct.head_loaders.ict import load_ict_facekit
-from reconstruct.head_loaders.makehuman import load_default_head, load_makehuman_head
-from reconstruct.head_model import HeadModel
+from headcap.reconstruct.head_loaders.flame import load_flame
+from headcap.reconstruct.head_loaders.ict import load_ict_facekit
+from headcap.reconstruct.head_loaders.makehuman import load_default_head, load_makehuman_head
+from headcap.reconstruct.head_model import HeadModel
 
 __all__ = ["load_head_model", "load_default_head", "load_makehuman_head", "load_ict_facekit", "load_flame"]
 

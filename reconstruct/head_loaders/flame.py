@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calib.fileio import FileFormatError, read_npz
-from reconstruct.head_loaders.safe_pickle import load_model_pickle
-from reconstruct.head_model import HeadModel
+from headcap.core.fileio import FileFormatError, read_npz
+from headcap.reconstruct.head_loaders.safe_pickle import load_model_pickle
+from headcap.reconstruct.head_model import HeadModel
 
 __all__ = ["load_flame", "FLAME_NUM_SHAPE"]
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calib.fileio import read_npz
-from reconstruct.head_loaders._obj import read_obj, read_obj_vertices, triangulate, triangulate_padded
-from reconstruct.head_model import HeadModel
+from headcap.core.fileio import read_npz
+from headcap.reconstruct.head_loaders._obj import read_obj, read_obj_vertices, triangulate, triangulate_padded
+from headcap.reconstruct.head_model import HeadModel
 
 __all__ = ["load_ict_facekit", "ict_to_arkit_name", "ICT_EXPRESSIONS", "ICT_REGIONS"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from calib.align import similarity_fit
+from headcap.core.align import similarity_fit
 
 __all__ = ["similarity_fit", "transfer_landmarks", "IBUG68_MIRROR"]
 

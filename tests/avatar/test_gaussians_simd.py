@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from avatar.gaussians import project_gaussians, rasterize_cpu, rasterize_reference
-from avatar.gaussians.synthetic import pinhole, random_scene
+from headcap.avatar.gaussians import project_gaussians, rasterize_cpu, rasterize_reference
+from headcap.avatar.gaussians.synthetic import pinhole, random_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,7 +75,7 @@ def test_portable_build_matches_reference():
     code = (
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "from calib._cpp import simd_flags\n"
+        "from headcap.core.extension import simd_flags\n"
         "from tests.avatar.test_gaussians_simd import check_against_reference\n"
         "img, grad, cov = check_against_reference(tiles=(3, 16), threads=(1, 2))\n"
         "print(json.dumps({'flags': simd_flags(), 'img': img, 'grad': grad, 'cov': cov}))\n"

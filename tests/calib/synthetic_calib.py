@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from calib.boards import BoardSpec, ray_directions, render_board_view
-from calib.camera import Camera, Rig, invert_rigid, look_at
-from calib.detect import BoardDetector, Detection
+from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
+from headcap.calib.camera import Camera, Rig, invert_rigid, look_at
+from headcap.calib.detect import BoardDetector, Detection
 
 
 def ring_rig(n_cams: int, rng: np.random.Generator, width=800, height=600, radius=1.2, arc_deg=200.0,

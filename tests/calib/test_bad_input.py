@@ -7,10 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from calib.camera import Camera, Rig, look_at
-from calib.fileio import FileFormatError
-from calib.formats import write_any
-from calib.rig_io import rig_to_dict
+from headcap.calib.camera import Camera, Rig, look_at
+from headcap.core.fileio import FileFormatError
+from headcap.calib.formats import write_any
+from headcap.calib.rig_io import rig_to_dict
 from headcap.cli import main
 
 
@@ -244,7 +244,7 @@ def test_at_least_twenty_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_malformed_file_is_named_with_field_and_value(tmp_path, case, capsys):
-    from calib.formats import read_any
+    from headcap.calib.formats import read_any
     from headcap.commands.rig import load_rig
 
     _, build, file_name, field, value = case

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from calib import projection
-from calib.boards import BoardSpec, ray_directions, render_board_view
-from calib.camera import Camera, look_at
+from headcap.calib import projection
+from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
+from headcap.calib.camera import Camera, look_at
 
 CHARUCO = "charuco:7x5:0.04:0.03:DICT_5X5_100"
 

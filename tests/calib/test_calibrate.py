@@ -4,11 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from calib.boards import BoardSpec
-from calib.calibrate import CalibrationConfig, CalibrationError, calibrate_rig
-from calib.camera import invert_rigid
-from calib.detect import BoardDetector, Detection, detect_images, read_gray
-from calib.rig_io import read_rig
+from headcap.calib.boards import BoardSpec
+from headcap.calib.calibrate import CalibrationConfig, CalibrationError, calibrate_rig
+from headcap.calib.camera import invert_rigid
+from headcap.calib.detect import BoardDetector, Detection, detect_images, read_gray
+from headcap.calib.rig_io import read_rig
 from synthetic_calib import board_poses, pose_errors, projected_detections, rendered_detections, ring_rig
 
 RENDER_BOARD = "charuco:7x5:0.05:0.0375:DICT_5X5_100"
@@ -174,7 +174,7 @@ def test_wrong_board_spec(rendered, tmp_path):
 
 
 def test_cli_bad_input_one_line_no_traceback(tmp_path, capsys):
-    from capture.session import Session
+    from headcap.capture.session import Session
     from headcap.cli import main
 
     (tmp_path / "empty").mkdir()
@@ -194,7 +194,7 @@ def test_cli_bad_input_one_line_no_traceback(tmp_path, capsys):
 
 
 def _render_one(spec, gt, poses):
-    from calib.boards import render_board_view
+    from headcap.calib.boards import render_board_view
 
     cam = gt[gt.ids[1]]
     best = max(range(len(poses)), key=lambda j: len(render_board_view(cam, spec, poses[j], supersample=1)[1]))
@@ -202,11 +202,11 @@ def _render_one(spec, gt, poses):
 
 
 def test_cli_folder_and_session(rendered, tmp_path):
-    from capture.session import Session
+    from headcap.capture.session import Session
     from headcap.cli import main
 
     spec, gt, poses, dets, _ = rendered
-    from calib.boards import render_board_view
+    from headcap.calib.boards import render_board_view
 
     root = tmp_path / "sess"
     calib_lists = {}
@@ -231,7 +231,7 @@ def test_cli_folder_and_session(rendered, tmp_path):
     # session layout: session.json lists the images; the session then points at the rig
     Session(root, "s", 30.0, gt.ids, [], calibration=calib_lists).save()
     assert main(["calibrate", str(root), "--board", RENDER_BOARD, "--fix-k3", "--world", "centroid"]) == 0
-    from capture.session import read_session
+    from headcap.capture.session import read_session
 
     sess = read_session(root)
     assert sess.rig == "rig.json" and sess.load_rig().ids == gt.ids

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from calib.camera import Camera, Rig, look_at
-from calib.formats import FORMATS, detect_format, read_any, write_any
-from calib.formats._common import ExportError
+from headcap.calib.camera import Camera, Rig, look_at
+from headcap.calib.formats import FORMATS, detect_format, read_any, write_any
+from headcap.calib.formats._common import ExportError
 from headcap.cli import main
 
 FILE_NAMES = {"rig": "rig.json", "nersemble": "camera_params.json", "nerfstudio": "transforms.json",

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from calib import conventions, projection
-from calib.camera import Camera, look_at
+from headcap.calib import conventions, projection
+from headcap.calib.camera import Camera, look_at
 
 W, H = 640, 480
 COEFFS = {

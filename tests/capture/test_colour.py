@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capture.colour import (apply_colour, delta_e, detect_chart, fit_affine, fit_transport, linear_to_srgb,
+from headcap.capture.colour import (apply_colour, delta_e, detect_chart, fit_affine, fit_transport, linear_to_srgb,
                             srgb_to_lab, srgb_to_linear)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capture.colour import delta_e
-from capture.ingest import IngestConfig, IngestHooks, ingest
-from capture.ingest_fixtures import SyntheticRecording, cast_image, render, write_recording
-from capture.masks import mask_iou
-from capture.session import read_session
-from capture.video import read_image
+from headcap.capture.colour import delta_e
+from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
+from headcap.capture.ingest_fixtures import SyntheticRecording, cast_image, render, write_recording
+from headcap.capture.masks import mask_iou
+from headcap.capture.session import read_session
+from headcap.capture.video import read_image
 
 QUIET = IngestHooks(log=lambda m: None, progress=False)
 

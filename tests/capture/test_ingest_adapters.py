@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 
-from calib.camera import look_at
-from capture.ingest import IngestConfig, IngestHooks, ingest
-from capture.ingest_fixtures import SyntheticRecording, write_recording
+from headcap.calib.camera import look_at
+from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
+from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
 
 QUIET = IngestHooks(log=lambda m: None, progress=False)
 
@@ -39,7 +39,7 @@ def test_nersemble_v2(tmp_path):
 
 
 def test_nerfstudio_multiview_timesteps(tmp_path):
-    from capture.video import write_image
+    from headcap.capture.video import write_image
 
     frames = []
     for t in range(3):
@@ -73,8 +73,8 @@ def test_phone_rotation_applied(tmp_path):
 
     import imageio_ffmpeg
 
-    from capture.ingest_fixtures import encode
-    from capture.video import probe_video, read_image
+    from headcap.capture.ingest_fixtures import encode
+    from headcap.capture.video import probe_video, read_image
 
     rng = np.random.default_rng(5)
     frames = []

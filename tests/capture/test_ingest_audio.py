@@ -2,9 +2,9 @@
 flash, each with an AAC track that hears one clap -> ingest finds the true start offsets."""
 from __future__ import annotations
 
-from capture.ingest import IngestConfig, IngestHooks, ingest
-from capture.ingest_fixtures import SyntheticRecording, write_recording
-from capture.video import probe_video
+from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
+from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
+from headcap.capture.video import probe_video
 
 
 def test_clap_sync_exact(tmp_path):

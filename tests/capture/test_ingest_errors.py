@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from capture.ingest import IngestConfig, IngestHooks, ingest
-from capture.ingest_fixtures import SyntheticRecording, write_recording
+from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
+from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
 from headcap.cli import main
 
 QUIET = IngestHooks(log=lambda m: None, progress=False)
@@ -59,7 +59,7 @@ def test_corrupt_video_and_skip_flag(clean_src, tmp_path, capsys):
 
 
 def test_unreadable_image(tmp_path, capsys):
-    from capture.video import write_image
+    from headcap.capture.video import write_image
 
     for cam in ("a", "b"):
         for i in range(3):
@@ -70,7 +70,7 @@ def test_unreadable_image(tmp_path, capsys):
 
 
 def test_different_resolutions(tmp_path, capsys):
-    from capture.video import write_image
+    from headcap.capture.video import write_image
 
     for cam, size in (("a", (20, 24)), ("b", (20, 24)), ("c", (30, 24))):
         for i in range(3):
@@ -84,7 +84,7 @@ def test_different_resolutions(tmp_path, capsys):
 
 
 def test_different_frame_counts_without_timing(tmp_path, capsys):
-    from capture.video import write_image
+    from headcap.capture.video import write_image
 
     for cam, n in (("a", 4), ("b", 3)):
         for i in range(n):
@@ -95,8 +95,8 @@ def test_different_frame_counts_without_timing(tmp_path, capsys):
 
 
 def test_camera_missing_from_calibration(clean_src, tmp_path, capsys):
-    from calib.camera import Camera, Rig
-    from calib.rig_io import write_rig
+    from headcap.calib.camera import Camera, Rig
+    from headcap.calib.rig_io import write_rig
 
     K = np.array([[50.0, 0, 23.5], [0, 50.0, 19.5], [0, 0, 1]])
     write_rig(Rig.from_list([Camera("cam00", 48, 40, K), Camera("cam01", 48, 40, K)]), tmp_path / "rig.json")
@@ -125,7 +125,7 @@ def test_existing_output_refused(clean_src, tmp_path, capsys):
 def test_skip_bad_image_frame(tmp_path):
     """--skip-bad drops an unreadable frame of an image sequence (a warning naming the file, the
     file in the sync report) and keeps the rest, which match the source pixels exactly."""
-    from capture.video import read_image, write_image
+    from headcap.capture.video import read_image, write_image
 
     rng = np.random.default_rng(7)
     source = {}
@@ -152,8 +152,8 @@ def test_skip_bad_image_frame(tmp_path):
 def test_camera_id_that_is_not_a_folder_name_is_refused(tmp_path, capsys, camera_id):
     """A transforms.json camera_id becomes images/<id>/ and masks/<id>/ (and an empty mask folder is
     removed): '../../outside' once made ingest delete a folder outside the session. Now: refused."""
-    from calib.camera import look_at
-    from capture.video import write_image
+    from headcap.calib.camera import look_at
+    from headcap.capture.video import write_image
 
     outside = tmp_path / "outside"
     outside.mkdir()

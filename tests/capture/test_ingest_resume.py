@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from capture.ingest import IngestConfig, IngestHooks, ingest
-from capture.ingest_fixtures import SyntheticRecording, write_recording
+from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
+from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
 
 
 class Interrupt(KeyboardInterrupt):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capture.masks import BackgroundPlate, MatteConfig, clean_mask, colour_distance, mask_iou, matte
+from headcap.capture.masks import BackgroundPlate, MatteConfig, clean_mask, colour_distance, mask_iou, matte
 
 
 def _scene(seed=0, h=120, w=100, noise=2.0):

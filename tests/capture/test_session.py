@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from calib.camera import Camera, Rig, look_at
-from calib.fileio import FileFormatError
-from calib.rig_io import write_rig
-from capture.session import MANIFEST, FrameEntry, Session, read_session
+from headcap.calib.camera import Camera, Rig, look_at
+from headcap.core.fileio import FileFormatError
+from headcap.calib.rig_io import write_rig
+from headcap.capture.session import MANIFEST, FrameEntry, Session, read_session
 
 CAMERAS = ["cam00", "cam01"]
 

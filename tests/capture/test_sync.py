@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capture.sync import (Slots, Timeline, audio_lag_seconds, brightness_offsets, event_strength, frame_slots,
+from headcap.capture.sync import (Slots, Timeline, audio_lag_seconds, brightness_offsets, event_strength, frame_slots,
                           plan_frames, slot_signal)
 
 

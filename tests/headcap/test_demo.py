@@ -5,13 +5,13 @@ import json
 import pytest
 
 from headcap.cli import main
-from calib.align import similarity_fit
+from headcap.core.align import similarity_fit
 from headcap.demo import DemoConfig, rig_errors, run_demo
 
 
 def _default_head_available() -> bool:
     try:
-        from reconstruct.head_model import load_default_head
+        from headcap.reconstruct.head_model import load_default_head
 
         load_default_head()
         return True
@@ -77,7 +77,7 @@ def test_rig_alignment_recovers_a_known_motion():
 def test_rig_errors_are_zero_for_the_true_rig_in_another_frame():
     import numpy as np
 
-    from calib.camera import Camera, Rig, look_at
+    from headcap.calib.camera import Camera, Rig, look_at
 
     cams = [Camera(f"c{i}", 64, 48, [[60, 0, 32], [0, 60, 24], [0, 0, 1]], "none", [],
                    look_at([np.sin(i), 0.1 * i, -np.cos(i)], [0, 0, 0])) for i in range(4)]

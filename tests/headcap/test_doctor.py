@@ -25,7 +25,7 @@ def test_doctor_reports_toolchain_and_simd_build():
         assert key in report, key
     import torch
 
-    from calib._cpp import simd_flags
+    from headcap.core.extension import simd_flags
 
     lanes = 8 if simd_flags() else 4
     assert torch.backends.cpu.get_cpu_capability() in report["cpu_simd"]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from calib.boards import BoardSpec
-from calib.rig_io import read_rig
-from capture.session import read_session
+from headcap.calib.boards import BoardSpec
+from headcap.calib.rig_io import read_rig
+from headcap.capture.session import read_session
 from headcap.studio import motion
 from headcap.studio.rig_layout import RigLayoutConfig, row_layout, studio_rig
 from headcap.studio.synthesize import StudioConfig, stream, synthesize_session
-from reconstruct.rasterize_mesh import project_vertices, rasterize
+from headcap.reconstruct.rasterize_mesh import project_vertices, rasterize
 
 TINY = dict(cameras=3, frames=3, resolution=96, calib_frames=2)
 
@@ -29,7 +29,7 @@ def _synth(tmp_path_factory, name: str, **overrides):
 
 def _default_head_available() -> bool:
     try:
-        from reconstruct.head_model import load_default_head
+        from headcap.reconstruct.head_model import load_default_head
 
         load_default_head()
     except Exception:  # noqa: BLE001 - missing optional data or a build failure: use ICT instead
@@ -94,7 +94,7 @@ def test_session_reads_back_with_all_files(default_session):
 
 
 def test_vertices_are_the_head_model_driven_by_the_stored_parameters(default_session):
-    from reconstruct.head_model import load_default_head
+    from headcap.reconstruct.head_model import load_default_head
 
     model = load_default_head()
     params = _npz(default_session.root / "ground_truth" / "params.npz")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from reconstruct.head_model import HeadModel, load_head_model
-from reconstruct.lbs import axis_angle_to_matrix, joint_transforms, lbs, pose_feature
+from headcap.reconstruct.head_model import HeadModel, load_head_model
+from headcap.reconstruct.lbs import axis_angle_to_matrix, joint_transforms, lbs, pose_feature
 
 
 def toy_model(dtype=torch.float64, correctives: bool = False, regressor: bool = False) -> HeadModel:

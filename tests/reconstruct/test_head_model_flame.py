@@ -11,8 +11,8 @@ import scipy.sparse
 import torch
 from scipy.spatial.transform import Rotation
 
-from reconstruct.head_loaders.safe_pickle import UnsafePickleError, load_model_pickle
-from reconstruct.head_model import load_flame, load_head_model
+from headcap.reconstruct.head_loaders.safe_pickle import UnsafePickleError, load_model_pickle
+from headcap.reconstruct.head_model import load_flame, load_head_model
 
 NUM_V, NUM_J = 40, 5
 
@@ -214,7 +214,7 @@ def test_reconstructor_and_build_tricks_are_refused(tmp_path):
         path.write_bytes(raw)
         with pytest.raises(ValueError):
             load_model_pickle(path)
-    from reconstruct.head_loaders.safe_pickle import _ChStandIn
+    from headcap.reconstruct.head_loaders.safe_pickle import _ChStandIn
 
     assert _ChStandIn.kind == "chumpy.ch.Ch"
     with pytest.raises(UnsafePickleError, match="chumpy expression"):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from reconstruct.head_loaders._obj import read_obj_vertices
-from reconstruct.head_model import load_head_model, load_ict_facekit
+from headcap.reconstruct.head_loaders._obj import read_obj_vertices
+from headcap.reconstruct.head_model import load_head_model, load_ict_facekit
 
 
 @pytest.fixture(scope="module")

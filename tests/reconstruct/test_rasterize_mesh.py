@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from calib.camera import Camera
-from reconstruct.rasterize_mesh import (Fragments, _eval_pixels, interpolate, rasterize, rasterize_reference,
+from headcap.calib.camera import Camera
+from headcap.reconstruct.rasterize_mesh import (Fragments, _eval_pixels, interpolate, rasterize, rasterize_reference,
                                         render_mesh)
-from reconstruct.shading import sample_texture
+from headcap.reconstruct.shading import sample_texture
 
 
 def random_mesh(seed: int, height: int, width: int, num_verts: int = 40, num_faces: int = 30,

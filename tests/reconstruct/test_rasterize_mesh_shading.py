@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import torch
 
-from calib.camera import Camera, look_at
-from reconstruct.rasterize_mesh import antialias, project_vertices, rasterize, rasterize_reference, render_mesh
-from reconstruct.shading import UNIFORM_WHITE_SH00, sh_basis, sh_irradiance, shade_sh, vertex_normals
+from headcap.calib.camera import Camera, look_at
+from headcap.reconstruct.rasterize_mesh import antialias, project_vertices, rasterize, rasterize_reference, render_mesh
+from headcap.reconstruct.shading import UNIFORM_WHITE_SH00, sh_basis, sh_irradiance, shade_sh, vertex_normals
 
 
 def random_unit(n: int, seed: int) -> torch.Tensor:

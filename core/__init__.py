@@ -1,0 +1,2 @@
+"""headcap.core: the basement every stage may use (atomic file I/O, the C++ kernel builder,
+point-set alignment). It imports nothing else of headcap's."""
