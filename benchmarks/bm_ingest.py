@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from headcap.capture.ingest import IngestConfig, IngestHooks, ingest  # noqa: E402
-from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording  # noqa: E402
 from headcap.capture.video import iter_video, write_image  # noqa: E402
+from headcap.studio.synthetic_recording import SyntheticRecording, write_recording  # noqa: E402
 
 
 def plain_dump(src: Path, out: Path, size=None, params=None) -> int:

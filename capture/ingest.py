@@ -4,7 +4,8 @@ one session folder (session.json), synchronised, masked and colour-matched.
 Stages (each result is checkpointed in `<out>.partial/.ingest/state.json`, so an interrupted run
 resumes where it stopped):
 1. analysis: decode every frame once (luma only); keep timestamps, mean brightness, frame-to-frame change
-   and a few downscaled sample frames per camera (capture/ingest_analysis.py);
+   and a few downscaled sample frames per camera (capture/ingest_analysis.py; the `--resize`
+   syntax and the camera of a resized image are capture/frame_size.py, which both use);
 2. sync: slots, drops, duplicates, offsets (capture/sync.py) and the output frame plan;
 3. colour: 3x4 matrices to the reference camera (capture/colour.py);
 4. write: frames, masks, rig.json, session.json into `<out>.partial/`, then one rename to `<out>`.
@@ -28,6 +29,7 @@ from headcap.core.fileio import read_json, write_json
 from headcap.capture import ingest_analysis as analysis_mod
 from headcap.capture.adapters import Source, discover
 from headcap.capture.colour import apply_colour
+from headcap.capture.frame_size import parse_resize
 from headcap.capture.masks import MatteConfig, matte
 from headcap.capture.session import FrameEntry, Session
 from headcap.capture.video import _upright, iter_video, read_image, write_image
@@ -114,40 +116,6 @@ def _check_config(config: IngestConfig) -> None:
         raise ValueError(f"--workers: expected an integer >= 0 (0: one per CPU), got {config.workers!r}")
     if config.resize is not None:
         parse_resize(config.resize, 1000, 1000)  # the syntax and sign, before any decoding
-
-
-def parse_resize(text: str | None, width: int, height: int) -> tuple[int, int]:
-    if text is None:
-        return width, height
-    text = str(text).lower().strip()
-    try:
-        if "x" in text:
-            w, h = (int(v) for v in text.split("x"))
-        else:
-            side = int(text)
-            if side <= 0:
-                raise ValueError(f"--resize: the long side must be positive, got {text!r}")
-            scale = side / max(width, height)
-            w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    except ValueError as exc:
-        if str(exc).startswith("--resize"):
-            raise
-        raise ValueError(f"--resize: expected a long side ('512') or WxH ('550x802'), got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f"--resize: sizes must be positive, got {text!r}")
-    return w, h
-
-
-def scale_camera(cam, width: int, height: int):
-    """The camera for its images resized to width x height (integer pixel centres: x' = s(x + .5) - .5)."""
-    sx, sy = width / cam.width, height / cam.height
-    K = cam.K.copy()
-    K[0, 0] *= sx
-    K[0, 1] *= sx
-    K[1, 1] *= sy
-    K[0, 2] = sx * (K[0, 2] + 0.5) - 0.5
-    K[1, 2] = sy * (K[1, 2] + 0.5) - 0.5
-    return cam.replace(width=width, height=height, K=K)
 
 
 def _load_calibration(path: str):

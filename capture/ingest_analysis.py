@@ -11,6 +11,7 @@ import numpy as np
 
 from headcap.capture import sync as sync_mod
 from headcap.capture.colour import detect_chart, fit_affine, fit_transport, linear_samples, srgb_to_lab, linear_to_srgb
+from headcap.capture.frame_size import parse_resize, scale_camera
 from headcap.capture.masks import BackgroundPlate, matte
 from headcap.capture.video import iter_video, luma_small, probe_video, read_audio, read_image
 
@@ -196,7 +197,6 @@ def _fail_or_warn(config, messages: list[str], text: str) -> None:
 
 def analyse(source, config, hooks, plate_cache: dict | None = None) -> dict:
     from headcap.calib.rig_io import rig_to_dict
-    from headcap.capture.ingest import parse_resize, scale_camera
 
     log = hooks.log
     messages: list[str] = []

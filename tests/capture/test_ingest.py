@@ -7,10 +7,10 @@ import pytest
 
 from headcap.capture.colour import delta_e
 from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
-from headcap.capture.ingest_fixtures import SyntheticRecording, cast_image, render, write_recording
 from headcap.capture.masks import mask_iou
 from headcap.capture.session import read_session
 from headcap.capture.video import read_image
+from headcap.studio.synthetic_recording import SyntheticRecording, cast_image, render, write_recording
 
 QUIET = IngestHooks(log=lambda m: None, progress=False)
 

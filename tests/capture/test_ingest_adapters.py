@@ -9,7 +9,7 @@ import numpy as np
 
 from headcap.calib.camera import look_at
 from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
-from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
+from headcap.studio.synthetic_recording import SyntheticRecording, write_recording
 
 QUIET = IngestHooks(log=lambda m: None, progress=False)
 
@@ -73,7 +73,7 @@ def test_phone_rotation_applied(tmp_path):
 
     import imageio_ffmpeg
 
-    from headcap.capture.ingest_fixtures import encode
+    from headcap.studio.synthetic_recording import encode
     from headcap.capture.video import probe_video, read_image
 
     rng = np.random.default_rng(5)

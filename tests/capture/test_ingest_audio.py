@@ -3,8 +3,8 @@ flash, each with an AAC track that hears one clap -> ingest finds the true start
 from __future__ import annotations
 
 from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
-from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
 from headcap.capture.video import probe_video
+from headcap.studio.synthetic_recording import SyntheticRecording, write_recording
 
 
 def test_clap_sync_exact(tmp_path):

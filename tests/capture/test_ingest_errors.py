@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
-from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
 from headcap.cli import main
+from headcap.studio.synthetic_recording import SyntheticRecording, write_recording
 
 QUIET = IngestHooks(log=lambda m: None, progress=False)
 

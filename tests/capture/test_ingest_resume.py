@@ -7,7 +7,7 @@ import json
 import pytest
 
 from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
-from headcap.capture.ingest_fixtures import SyntheticRecording, write_recording
+from headcap.studio.synthetic_recording import SyntheticRecording, write_recording
 
 
 class Interrupt(KeyboardInterrupt):

@@ -1,4 +1,6 @@
-"""Synthetic multi-camera recordings with known ground truth, for ingest tests and benchmarks.
+"""Synthetic multi-camera recordings with known ground truth: the raw input of `headcap ingest`
+(capture/ingest.py) for its tests and benchmarks. Part of the synthetic studio (the roof), so no
+stage imports it.
 
 Each camera films a textured background (its plate) and a textured ellipse (the subject) that
 moves; a flash brightens every view for `flash_length` frames at true frame `flash_frame`.
