@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Real SH, order [Y00, Y1-1, Y10, Y11, Y2-2, Y2-1, Y20, Y21, Y22] (as in Ramamoorthi-Hanrahan).
+# Real SH without the Condon-Shortley phase, order [Y00, Y1-1, Y10, Y11, Y2-2, Y2-1, Y20, Y21, Y22]
+# (as in Ramamoorthi-Hanrahan).
 _C0 = 0.5 / math.sqrt(math.pi)
 _C1 = math.sqrt(3.0 / (4.0 * math.pi))
 _C2 = 0.5 * math.sqrt(15.0 / math.pi)
@@ -32,8 +33,11 @@ LAMBERT_BAND_FACTORS = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)
 UNIFORM_WHITE_SH00 = 2.0 * math.sqrt(math.pi)
 
 
-def sh_basis(directions: Tensor) -> Tensor:
-    """Real spherical harmonics up to l = 2 of unit directions [..., 3] -> [..., 9]."""
+def sh_basis_irradiance(directions: Tensor) -> Tensor:
+    """Real spherical harmonics up to l = 2 of unit directions [..., 3] -> [..., 9], in the
+    convention of Ramamoorthi-Hanrahan irradiance maps (orthonormal, no Condon-Shortley phase:
+    Y1-1 = +c y, Y11 = +c x). The 3DGS colour basis (avatar.gaussians.sh.sh_basis_3dgs) is this
+    times (-1)^m."""
     x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]
     return torch.stack([
         torch.full_like(x, _C0),
@@ -48,7 +52,7 @@ def sh_irradiance(normals: Tensor, sh_coeffs: Tensor) -> Tensor:
         raise ValueError(f"sh_coeffs: expected shape [9, C], got {tuple(sh_coeffs.shape)}")
     bands = torch.tensor([LAMBERT_BAND_FACTORS[b] for b in SH_BAND_OF_COEFF], dtype=sh_coeffs.dtype,
                          device=sh_coeffs.device)
-    return sh_basis(normals) @ (sh_coeffs * bands[:, None])
+    return sh_basis_irradiance(normals) @ (sh_coeffs * bands[:, None])
 
 
 def shade_sh(albedo: Tensor, normals: Tensor, sh_coeffs: Tensor) -> Tensor:

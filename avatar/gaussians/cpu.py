@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .raster_output import check_opacity_range
+
 _CSRC = Path(__file__).resolve().parents[1] / "csrc" / "gauss_raster"
 SOURCES = [_CSRC / "gauss_raster.cpp", _CSRC / "gauss_raster_project.cpp"]
 HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
@@ -110,10 +112,8 @@ def rasterize_cpu(means2d: Tensor, conics: Tensor, opacities: Tensor, feats: Ten
 
     Returns features (H, W, C) and alpha (H, W). n_threads defaults to torch.get_num_threads().
     """
-    from .rasterize import _check_opacity_range
-
     # The kernel's exp() is exact only for powers >= -87, which opacities <= 1 guarantee.
-    _check_opacity_range(opacities.detach())
+    check_opacity_range(opacities.detach())
     threads = torch.get_num_threads() if n_threads is None else int(n_threads)
     return _RasterizeCPU.apply(means2d, conics, opacities, feats, depths, extents, int(width),
                                int(height), int(tile), max(1, threads))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .raster_output import RasterOutput
 from .sh import sh_degree_from_coeffs
 
 
@@ -22,8 +23,6 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
                      near: float, far: float, eps2d: float):
     """Same contract as rasterize_gaussians (CUDA tensors); returns a RasterOutput."""
     import gsplat
-
-    from .rasterize import RasterOutput
 
     k_gsplat = K.clone()
     k_gsplat[0, 2] += 0.5

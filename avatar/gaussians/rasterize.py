@@ -2,39 +2,18 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .cpu import load_cpu_kernel, project_cpu, rasterize_cpu
+from .gsplat_backend import rasterize_gsplat
 from .projection import camera_center, project_gaussians
+from .raster_output import RasterOutput, check_opacity_range
 from .reference import rasterize_reference
 from .sh import sh_degree_from_coeffs, sh_to_color
 
 BACKENDS = ("auto", "torch", "cpu", "gsplat")
-
-
-@dataclass
-class RasterOutput:
-    """One rendered view (H x W pixels, N Gaussians, C colour channels).
-
-    rgb: (H, W, C) colour composited over `background`.
-    alpha: (H, W) accumulated opacity.
-    depth: (H, W) expected camera z of the visible Gaussians (sum w z / alpha), 0 where alpha = 0.
-    means2d: (N, 2) projected centres; after backward, `means2d.grad` is the screen-space
-        gradient the densification strategy accumulates (see `screen_space_grad_norm`).
-    radii: (N, 2) int32 footprint half extents in pixels (alpha >= 1/255 region), 0 if culled.
-    visible: (N,) bool, radii > 0: add to a per-Gaussian visibility count.
-    backend: which backend rendered: "torch", "cpu" or "gsplat".
-    """
-
-    rgb: Tensor
-    alpha: Tensor
-    depth: Tensor
-    means2d: Tensor
-    radii: Tensor
-    visible: Tensor
-    backend: str
 
 
 def gsplat_available() -> bool:
@@ -43,8 +22,6 @@ def gsplat_available() -> bool:
 
 def cpu_kernel_available() -> bool:
     """True when the C++ kernel builds (or is already built) on this machine."""
-    from .cpu import load_cpu_kernel
-
     try:
         load_cpu_kernel()
     except RuntimeError:
@@ -114,13 +91,7 @@ def _check_gaussians(means, quats, scales, opacities, colors, sh_coeffs):
     for name, value in [("means", means), *((k, v[0]) for k, v in expected.items())]:
         if not torch.isfinite(value.detach()).all():
             raise ValueError(f"{name}: contains non-finite values")
-    _check_opacity_range(opacities)
-
-
-def _check_opacity_range(opacities: Tensor) -> None:
-    if opacities.numel() and (opacities.min() < 0 or opacities.max() > 1):
-        raise ValueError(f"opacities: expected values in [0, 1] (apply sigmoid to logits), got "
-                         f"[{opacities.min().item():.4g}, {opacities.max().item():.4g}]")
+    check_opacity_range(opacities)
 
 
 def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
@@ -169,15 +140,11 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
     chosen = choose_backend(means.device, backend)
 
     if chosen == "gsplat":
-        from .gsplat_backend import rasterize_gsplat
-
         return rasterize_gsplat(means, quats, scales, opacities, colors, sh_coeffs, K,
                                 cam_from_world, width, height, background, near, far, eps2d)
 
     if chosen == "cpu" and not (K.requires_grad or cam_from_world.requires_grad):
         # Projection and colour fused in C++ (same result as the torch path below).
-        from .cpu import project_cpu
-
         means2d, conics, feats, extents, radii = project_cpu(
             means, quats, scales, opacities, colors if colors is not None else sh_coeffs, K,
             cam_from_world, width, height, near=near, far=far, eps2d=eps2d,
@@ -194,8 +161,6 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
     if means2d.requires_grad:
         means2d.retain_grad()
     if chosen == "cpu":
-        from .cpu import rasterize_cpu
-
         out, alpha = rasterize_cpu(means2d, conics, opacities, feats, depths, extents, width,
                                    height, tile=tile_size, n_threads=num_threads)
     else:

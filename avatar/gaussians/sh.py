@@ -2,6 +2,10 @@
 
 The basis and its sign convention are those of 3D Gaussian Splatting (Kerbl et al. 2023), so
 coefficients in a standard 3DGS `.ply` (`f_dc_*`, `f_rest_*`) evaluate to the same colour here.
+That convention includes the Condon-Shortley phase: `sh_basis_3dgs` is (-1)^m times the real
+basis without it that reconstruct.shading.sh_basis_irradiance uses for lighting (the two
+differ in the sign of the odd-m functions, e.g. -y, -x in band 1), so coefficients of one
+convention are not coefficients of the other.
 """
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ def sh_degree_from_coeffs(num_coeffs: int) -> int:
                      f"got {num_coeffs}")
 
 
-def sh_basis(dirs: Tensor, degree: int) -> Tensor:
-    """SH basis at unit directions.
+def sh_basis_3dgs(dirs: Tensor, degree: int) -> Tensor:
+    """The 3DGS real SH basis (with the Condon-Shortley phase) at unit directions.
 
-    dirs: (..., 3) unit vectors. Returns (..., (degree+1)^2).
+    dirs: (..., 3) unit vectors; degree 0-3. Returns (..., (degree+1)^2), ordered by band l,
+    then m = -l..l.
     """
     x, y, z = dirs.unbind(-1)
     out = [torch.full_like(x, SH_C0)]
@@ -58,7 +63,7 @@ def eval_sh(sh_coeffs: Tensor, dirs: Tensor) -> Tensor:
     """
     degree = sh_degree_from_coeffs(sh_coeffs.shape[-2])
     unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    basis = sh_basis(unit, degree)
+    basis = sh_basis_3dgs(unit, degree)
     return (basis[..., None] * sh_coeffs).sum(dim=-2)
 
 

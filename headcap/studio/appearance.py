@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from headcap.reconstruct.head_model import HeadModel
-from headcap.reconstruct.shading import sh_basis, sh_irradiance
+from headcap.reconstruct.shading import sh_basis_irradiance, sh_irradiance
 
 __all__ = [
     "Appearance", "AppearanceConfig", "procedural_appearance", "textured_appearance", "studio_lighting",
@@ -128,8 +128,8 @@ def studio_lighting(rng: np.random.Generator, config: AppearanceConfig = Appeara
     tint = torch.tensor(1.0 + rng.uniform(-0.04, 0.04, size=3), dtype=torch.float64)
     sh = torch.zeros(9, 3, dtype=torch.float64)
     sh[0] = config.ambient * 2.0 * math.sqrt(math.pi)
-    sh += config.key_light_strength * sh_basis(key)[:, None] * tint
-    sh += 0.3 * config.key_light_strength * sh_basis(fill)[:, None]
+    sh += config.key_light_strength * sh_basis_irradiance(key)[:, None] * tint
+    sh += 0.3 * config.key_light_strength * sh_basis_irradiance(fill)[:, None]
     peak = float(sh_irradiance(key[None], sh).max()) / math.pi
     return sh / peak
 

@@ -9,7 +9,7 @@ import torch
 
 from headcap.calib.camera import Camera, look_at
 from headcap.reconstruct.rasterize_mesh import antialias, project_vertices, rasterize, rasterize_reference, render_mesh
-from headcap.reconstruct.shading import UNIFORM_WHITE_SH00, sh_basis, sh_irradiance, shade_sh, vertex_normals
+from headcap.reconstruct.shading import UNIFORM_WHITE_SH00, sh_basis_irradiance, sh_irradiance, shade_sh, vertex_normals
 
 
 def random_unit(n: int, seed: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ def test_sh_irradiance_matches_cosine_integral_of_the_radiance():
     th, ph = torch.meshgrid(theta, phi, indexing="ij")
     w = torch.stack([th.sin() * ph.cos(), th.sin() * ph.sin(), th.cos()], dim=-1).reshape(-1, 3)
     d_omega = (th.sin() * (math.pi / nt) * (2 * math.pi / nph)).reshape(-1)
-    radiance = sh_basis(w) @ coeffs[:, 0]
+    radiance = sh_basis_irradiance(w) @ coeffs[:, 0]
     n = random_unit(6, 3)
     numeric = ((n @ w.T).clamp(min=0) * radiance * d_omega).sum(-1)
     assert torch.allclose(sh_irradiance(n, coeffs)[:, 0], numeric, atol=2e-4)
