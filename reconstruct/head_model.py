@@ -11,6 +11,9 @@ Vertices of a head model:
           or rest_joints + sum_i identity[i] * joint_identity_basis[i]
     posed = lbs(rest, joint_rotations, joints, parents, lbs_weights, pose_correctives)
     out = world_from_head * posed
+
+Loaders (FLAME, ICT-FaceKit, the default head, spec strings) are reconstruct.head_loaders; this
+module does not import them.
 """
 from __future__ import annotations
 
@@ -25,14 +28,7 @@ from torch import Tensor
 
 from headcap.reconstruct.lbs import lbs
 
-__all__ = [
-    "HeadModel",
-    "HeadModelOutput",
-    "load_head_model",
-    "load_default_head",
-    "load_ict_facekit",
-    "load_flame",
-]
+__all__ = ["HeadModel", "HeadModelOutput"]
 
 _NPZ_FORMAT = "headcap.head_model/1"
 _FLOAT_FIELDS = (
@@ -344,32 +340,3 @@ class HeadModel:
             fail("lbs_weights", f"rows must sum to one (worst row sums to {float(row_sums[(row_sums - 1).abs().argmax()]):.4f})")
         if self.pose_correctives is not None and tuple(self.pose_correctives.shape) != (9 * (num_j - 1), num_v, 3):
             fail("pose_correctives", f"must be [{9 * (num_j - 1)}, {num_v}, 3], got {tuple(self.pose_correctives.shape)}")
-
-
-def load_head_model(spec: str, dtype: torch.dtype = torch.float32) -> HeadModel:
-    """"default", "ict:PATH", "flame:PATH" or "npz:PATH" (see reconstruct.head_loaders)."""
-    from headcap.reconstruct.head_loaders import load_head_model as _load
-
-    return _load(spec, dtype=dtype)
-
-
-def load_default_head(dtype: torch.dtype = torch.float32, **kwargs) -> HeadModel:
-    """The embedded CC0 MakeHuman head (reconstruct.head_loaders.makehuman.load_makehuman_head
-    takes the kwargs: source, num_identity, cache_dir, use_cache)."""
-    from headcap.reconstruct.head_loaders import load_default_head as _load
-
-    return _load(dtype=dtype, **kwargs)
-
-
-def load_ict_facekit(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> HeadModel:
-    """ICT-FaceKit from its packed npz or upstream OBJ folder (reconstruct.head_loaders.ict)."""
-    from headcap.reconstruct.head_loaders import load_ict_facekit as _load
-
-    return _load(path, dtype=dtype)
-
-
-def load_flame(path: str | os.PathLike, dtype: torch.dtype = torch.float32, num_shape: int = 300) -> HeadModel:
-    """FLAME 2020/2023 .pkl (restricted unpickler) or .npz (reconstruct.head_loaders.flame)."""
-    from headcap.reconstruct.head_loaders import load_flame as _load
-
-    return _load(path, dtype=dtype, num_shape=num_shape)

@@ -64,7 +64,7 @@ class StudioConfig:
     scan: str | None = None
     """Folder of the Lee Perry-Smith scan (or its .glb): render the rigid scan instead of a head model."""
     head: str = "default"
-    """Head model spec for reconstruct.head_model.load_head_model: default | ict:PATH | flame:PATH | npz:PATH."""
+    """Head model spec for reconstruct.head_loaders.load_head_model: default | ict:PATH | flame:PATH | npz:PATH."""
     calib_frames: int = 10
     fps: float = 30.0
     board: str = "auto"
@@ -171,7 +171,7 @@ def _load_head(config: StudioConfig):
 
         model, texture = load_scan(config.scan)
         return model, texture, [SCAN_CREDIT]
-    from headcap.reconstruct.head_model import load_head_model
+    from headcap.reconstruct.head_loaders import load_head_model
 
     model = load_head_model(config.head)
     return model, None, [model.licence] if model.licence else []

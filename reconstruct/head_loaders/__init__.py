@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from headcap.reconstruct.head_loaders.flame import load_flame
@@ -14,7 +16,14 @@ from headcap.reconstruct.head_loaders.ict import load_ict_facekit
 from headcap.reconstruct.head_loaders.makehuman import load_default_head, load_makehuman_head
 from headcap.reconstruct.head_model import HeadModel
 
-__all__ = ["load_head_model", "load_default_head", "load_makehuman_head", "load_ict_facekit", "load_flame"]
+__all__ = ["LOADERS", "load_head_model", "load_default_head", "load_makehuman_head", "load_ict_facekit", "load_flame"]
+
+LOADERS: dict[str, Callable[..., HeadModel]] = {
+    "ict": load_ict_facekit,
+    "flame": load_flame,
+    "npz": HeadModel.load_npz,
+}
+"""Spec kind -> loader(path, dtype=...) for the "KIND:PATH" specs of `load_head_model`."""
 
 
 def load_head_model(spec: str, dtype: torch.dtype = torch.float32) -> HeadModel:
@@ -26,10 +35,8 @@ def load_head_model(spec: str, dtype: torch.dtype = torch.float32) -> HeadModel:
         return load_default_head(dtype=dtype)
     if not path:
         raise ValueError(f"head model spec {spec!r}: expected 'default', 'ict:PATH', 'flame:PATH' or 'npz:PATH'")
-    if kind == "ict":
-        return load_ict_facekit(path, dtype=dtype)
-    if kind == "flame":
-        return load_flame(path, dtype=dtype)
-    if kind == "npz":
-        return HeadModel.load_npz(path, dtype=dtype)
-    raise ValueError(f"head model spec {spec!r}: unknown kind {kind!r}; expected default, ict, flame or npz")
+    if kind not in LOADERS:
+        kinds = ["default", *LOADERS]
+        raise ValueError(f"head model spec {spec!r}: unknown kind {kind!r}; expected {', '.join(kinds[:-1])} "
+                         f"or {kinds[-1]}")
+    return LOADERS[kind](path, dtype=dtype)

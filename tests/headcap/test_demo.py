@@ -14,7 +14,7 @@ from headcap.demo import DemoConfig, rig_errors, run_demo
 def _default_head_missing() -> str | None:
     """Why the default head model does not load (None when it does)."""
     try:
-        from headcap.reconstruct.head_model import load_default_head
+        from headcap.reconstruct.head_loaders import load_default_head
 
         load_default_head()
         return None

@@ -31,7 +31,7 @@ def _default_head_missing() -> str | None:
     """Why the default head model does not load (None when it does). A skip for that is a failure
     under HEADCAP_REQUIRE_TEST_DATA=1 (tests/_ci_skips.py): the README install provides anny."""
     try:
-        from headcap.reconstruct.head_model import load_default_head
+        from headcap.reconstruct.head_loaders import load_default_head
 
         load_default_head()
     except Exception as exc:  # noqa: BLE001 - missing optional data or a build failure: use ICT instead
@@ -96,7 +96,7 @@ def test_session_reads_back_with_all_files(default_session):
 
 
 def test_vertices_are_the_head_model_driven_by_the_stored_parameters(default_session):
-    from headcap.reconstruct.head_model import load_default_head
+    from headcap.reconstruct.head_loaders import load_default_head
 
     model = load_default_head()
     params = _npz(default_session.root / "ground_truth" / "params.npz")

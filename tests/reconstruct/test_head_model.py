@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from headcap.reconstruct.head_model import HeadModel, load_head_model
+from headcap.reconstruct.head_loaders import load_head_model
+from headcap.reconstruct.head_model import HeadModel
 from headcap.reconstruct.lbs import axis_angle_to_matrix, joint_transforms, lbs, pose_feature
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from headcap.reconstruct.head_loaders import load_default_head
 from headcap.reconstruct.head_loaders.makehuman import AnnyData, _read_target, load_makehuman_head
-from headcap.reconstruct.head_model import HeadModel, load_default_head
+from headcap.reconstruct.head_model import HeadModel
 
 ARKIT_52 = sorted(
     "browDownLeft browDownRight browInnerUp browOuterUpLeft browOuterUpRight cheekPuff cheekSquintLeft "
@@ -155,7 +156,7 @@ def test_bad_source_is_a_value_error(tmp_path):
 
 def test_ibug68_landmarks_rederive_from_ict_and_are_symmetric(built, test_data):
     from headcap.reconstruct.head_loaders.landmark_transfer import IBUG68_MIRROR, similarity_fit, transfer_landmarks
-    from headcap.reconstruct.head_model import load_ict_facekit
+    from headcap.reconstruct.head_loaders import load_ict_facekit
 
     model, _ = built
     ict = load_ict_facekit(test_data / "ict_facekit" / "ict_facekit_light_model.npz", dtype=torch.float64)

@@ -12,7 +12,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from headcap.reconstruct.head_loaders.safe_pickle import UnsafePickleError, load_model_pickle
-from headcap.reconstruct.head_model import load_flame, load_head_model
+from headcap.reconstruct.head_loaders import load_flame, load_head_model
 
 NUM_V, NUM_J = 40, 5
 

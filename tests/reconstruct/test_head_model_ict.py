@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from headcap.reconstruct.head_loaders._obj import read_obj_vertices
-from headcap.reconstruct.head_model import load_head_model, load_ict_facekit
+from headcap.reconstruct.head_loaders import load_head_model, load_ict_facekit
 
 
 @pytest.fixture(scope="module")

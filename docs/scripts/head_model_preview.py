@@ -1,7 +1,7 @@
-"""Flat-shaded matplotlib previews of head models (docs pictures, quick visual checks).
+"""Flat-shaded matplotlib previews of head models: the pictures in docs/head_models.md.
 
-    python -m headcap.reconstruct.head_loaders.preview default docs/img/head_models_default.png
-    python -m headcap.reconstruct.head_loaders.preview ict:../shared/data/ict_facekit/ict_facekit_light_model.npz out.png
+    python docs/scripts/head_model_preview.py default docs/img/head_models_default.png
+    python docs/scripts/head_model_preview.py ict:../shared/data/ict_facekit/ict_facekit_light_model.npz out.png
 """
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from headcap.reconstruct.head_loaders import load_head_model
 from headcap.reconstruct.head_model import HeadModel
-
-__all__ = ["draw_mesh", "preview_grid"]
 
 
 def draw_mesh(ax, vertices: np.ndarray, faces: np.ndarray, yaw_deg: float = 0.0,
@@ -108,8 +107,6 @@ def preview_grid(model: HeadModel, path: str | os.PathLike, seed: int = 0) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    from headcap.reconstruct.head_loaders import load_head_model
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="head model spec: default, ict:PATH, flame:PATH, npz:PATH")
     parser.add_argument("out", help="PNG to write")
