@@ -13,15 +13,30 @@ from headcap.calib.conventions import invert_rigid  # noqa: F401  (re-exported: 
 from headcap.calib.projection import DISTORTION_MODELS
 
 
+class CameraFieldError(ValueError):
+    """A camera field failed its check; `field` names it ("id", "width", "height", "K",
+    "distortion_model", "distortion", "cam_from_world", or the name given to `check_rigid`), so
+    file readers can point at the field of their own format without parsing the message."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def camera_error_field(exc: BaseException) -> str:
+    """The Camera field an error from `Camera(...)` is about ("<camera>" when it names none)."""
+    return getattr(exc, "field", None) or "<camera>"
+
+
 def _as_matrix(value, shape, name: str, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: field '{name}' is not numeric: {value!r}") from exc
+        raise CameraFieldError(name, f"{where}: field '{name}' is not numeric: {value!r}") from exc
     if arr.shape != shape:
-        raise ValueError(f"{where}: field '{name}' must have shape {shape}, got {arr.shape}")
+        raise CameraFieldError(name, f"{where}: field '{name}' must have shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: field '{name}' holds NaN or inf: {arr.tolist()}")
+        raise CameraFieldError(name, f"{where}: field '{name}' holds NaN or inf: {arr.tolist()}")
     return arr
 
 
@@ -30,14 +45,14 @@ def check_rigid(matrix: np.ndarray, name: str, where: str, tol: float = 1e-6) ->
     rot = matrix[:3, :3]
     err = np.abs(rot @ rot.T - np.eye(3)).max()
     if err > tol:
-        raise ValueError(f"{where}: field '{name}' rotation is not orthonormal (max |R R^T - I| = {err:.3g}): "
-                         f"{np.round(rot, 6).tolist()}")
+        raise CameraFieldError(name, f"{where}: field '{name}' rotation is not orthonormal "
+                                     f"(max |R R^T - I| = {err:.3g}): {np.round(rot, 6).tolist()}")
     det = np.linalg.det(rot)
     if det < 0:
-        raise ValueError(f"{where}: field '{name}' rotation has determinant {det:.6f} (a reflection, not a rotation): "
-                         f"{np.round(rot, 6).tolist()}")
+        raise CameraFieldError(name, f"{where}: field '{name}' rotation has determinant {det:.6f} "
+                                     f"(a reflection, not a rotation): {np.round(rot, 6).tolist()}")
     if np.abs(matrix[3] - np.array([0, 0, 0, 1.0])).max() > tol:
-        raise ValueError(f"{where}: field '{name}' last row must be [0, 0, 0, 1], got {matrix[3].tolist()}")
+        raise CameraFieldError(name, f"{where}: field '{name}' last row must be [0, 0, 0, 1], got {matrix[3].tolist()}")
 
 
 @dataclass(frozen=True)
@@ -58,28 +73,28 @@ class Camera:
     def __post_init__(self):
         where = f"camera {self.id!r}"
         if not isinstance(self.id, str) or not self.id:
-            raise ValueError(f"camera: field 'id' must be a non-empty string, got {self.id!r}")
+            raise CameraFieldError("id", f"camera: field 'id' must be a non-empty string, got {self.id!r}")
         for name in ("width", "height"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"{where}: field '{name}' must be a positive integer, got {v!r}")
+                raise CameraFieldError(name, f"{where}: field '{name}' must be a positive integer, got {v!r}")
             object.__setattr__(self, name, int(v))
         K = _as_matrix(self.K, (3, 3), "K", where)
         if K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"{where}: field 'K' focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
+            raise CameraFieldError("K", f"{where}: field 'K' focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
         if abs(K[1, 0]) > 0 or abs(K[2, 0]) > 0 or abs(K[2, 1]) > 0 or K[2, 2] != 1:
-            raise ValueError(f"{where}: field 'K' must be upper triangular with K[2,2]=1, got {K.tolist()}")
+            raise CameraFieldError("K", f"{where}: field 'K' must be upper triangular with K[2,2]=1, got {K.tolist()}")
         object.__setattr__(self, "K", K)
         if self.distortion_model not in DISTORTION_MODELS:
-            raise ValueError(f"{where}: field 'distortion_model' is {self.distortion_model!r}; "
-                             f"expected one of {sorted(DISTORTION_MODELS)}")
+            raise CameraFieldError("distortion_model", f"{where}: field 'distortion_model' is {self.distortion_model!r}; "
+                                                       f"expected one of {sorted(DISTORTION_MODELS)}")
         n = DISTORTION_MODELS[self.distortion_model]
         dist = np.asarray(self.distortion if self.distortion is not None else [], dtype=np.float64).reshape(-1)
         if dist.shape != (n,):
-            raise ValueError(f"{where}: field 'distortion' must hold {n} coefficients for model "
-                             f"{self.distortion_model!r}, got {dist.shape[0]}")
+            raise CameraFieldError("distortion", f"{where}: field 'distortion' must hold {n} coefficients for model "
+                                                 f"{self.distortion_model!r}, got {dist.shape[0]}")
         if not np.all(np.isfinite(dist)):
-            raise ValueError(f"{where}: field 'distortion' holds NaN or inf: {dist.tolist()}")
+            raise CameraFieldError("distortion", f"{where}: field 'distortion' holds NaN or inf: {dist.tolist()}")
         object.__setattr__(self, "distortion", dist)
         cfw = _as_matrix(self.cam_from_world, (4, 4), "cam_from_world", where)
         check_rigid(cfw, "cam_from_world", where)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headcap.calib.camera import Camera, Rig
+from headcap.calib.camera import Camera, Rig, camera_error_field
 from headcap.core.fileio import FileFormatError, read_json, require, write_json
 
 SCHEMA_VERSION = 1
@@ -85,8 +85,7 @@ def rig_from_dict(data, path="rig.json") -> Rig:
         except FileFormatError:
             raise
         except ValueError as exc:
-            field = _field_from_message(str(exc))
-            raise FileFormatError(path, prefix + field, str(exc)) from None
+            raise FileFormatError(path, prefix + camera_error_field(exc), str(exc)) from None
         out.append(cam)
     return Rig.from_list(out, where=str(path))
 
@@ -96,13 +95,6 @@ def _matrix(value, path, field):
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise FileFormatError(path, field, f"not a numeric array: {value!r}") from None
-
-
-def _field_from_message(message: str) -> str:
-    for name in ("cam_from_world", "distortion_model", "distortion", "K", "width", "height"):
-        if f"'{name}'" in message:
-            return name
-    return "<camera>"
 
 
 def read_rig(path) -> Rig:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from headcap.calib.camera import Camera, Rig
+from headcap.calib.camera import Camera, Rig, camera_error_field
 from headcap.core.fileio import FileFormatError
 
 #: OpenCV puts the centre of the top-left pixel at (0, 0); COLMAP and nerfstudio at (0.5, 0.5).
@@ -66,11 +66,8 @@ def build_camera(path, field_of: dict[str, str], **fields) -> Camera:
     try:
         return Camera(**fields)
     except ValueError as exc:
-        message = str(exc)
-        for name in ("cam_from_world", "distortion_model", "distortion", "K", "width", "height", "id"):
-            if f"'{name}'" in message:
-                raise FileFormatError(path, field_of.get(name, name), message) from None
-        raise FileFormatError(path, field_of.get("<camera>", "<camera>"), message) from None
+        name = camera_error_field(exc)
+        raise FileFormatError(path, field_of.get(name, name), str(exc)) from None
 
 
 def unique_ids(cameras: list[Camera], path, id_field) -> Rig:

@@ -35,6 +35,7 @@ from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
 from headcap.calib.camera import Camera, Rig
 from headcap.core.fileio import read_json, write_json
 from headcap.calib.rig_io import write_rig
+from headcap.calib.synthetic_boards import board_poses_facing
 from headcap.capture.session import FrameEntry, Session
 from headcap.studio import motion as motion_mod
 from headcap.studio.appearance import procedural_appearance, textured_appearance
@@ -42,7 +43,7 @@ from headcap.studio.render import backdrop, frame_normals, render_view, to_uint8
 from headcap.studio.rig_layout import MonocularPathConfig, RigLayoutConfig, monocular_path, studio_rig
 from headcap.studio.writer import add_noise, contact_sheet, write_npz, write_png
 
-__all__ = ["StudioConfig", "SynthResult", "synthesize_session", "default_board", "board_poses", "board_texture_pps", "stream"]
+__all__ = ["StudioConfig", "SynthResult", "synthesize_session", "default_board", "board_texture_pps", "stream"]
 
 GENERATOR = "headcap synth"
 _PARTIAL_MARKER = ".headcap_synth_partial"
@@ -115,37 +116,6 @@ def default_board(camera: Camera) -> BoardSpec:
     square = math.floor(0.7 * extent / cols * 1000) / 1000
     marker = math.floor(0.78 * square * 1000) / 1000
     return BoardSpec.parse(f"charuco:{cols}x{rows}:{square:g}:{marker:g}:DICT_4X4_50")
-
-
-def board_poses(count: int, spec: BoardSpec, cameras: list[Camera], rng: np.random.Generator) -> np.ndarray:
-    """world_from_board [K, 4, 4]: the board held near the head position, each pose facing a
-    different part of the rig (azimuths spread over the cameras', within +-60 degrees), tilted
-    and rolled by up to ~25 degrees. Board frame: calib.boards (z into the board)."""
-    centres = np.stack([c.centre for c in cameras])
-    az = np.degrees(np.arctan2(centres[:, 0], centres[:, 2]))
-    lo, hi = max(az.min(), -60.0), min(az.max(), 60.0)
-    if hi - lo < 30:
-        mid = 0.5 * (lo + hi)
-        lo, hi = mid - 15, mid + 15
-    mean_el = float(np.degrees(np.arcsin(centres[:, 1] / np.linalg.norm(centres, axis=1))).mean())
-    width, height = spec.size
-    out = np.zeros((count, 4, 4))
-    for k in range(count):
-        azimuth = math.radians((lo + (hi - lo) * (k + 0.5) / count if count > 1 else 0.5 * (lo + hi)) + rng.uniform(-8, 8))
-        elevation = math.radians(mean_el + rng.uniform(-20, 20))
-        normal = np.array([math.cos(elevation) * math.sin(azimuth), math.sin(elevation), math.cos(elevation) * math.cos(azimuth)])
-        x = np.cross([0.0, 1.0, 0.0], normal)
-        x /= np.linalg.norm(x)
-        z = -normal
-        y = np.cross(z, x)
-        roll = math.radians(rng.uniform(-20, 20))
-        x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
-        rot = np.stack([x, y, z], axis=1)
-        centre = rng.uniform([-0.04, -0.04, -0.03], [0.04, 0.04, 0.10])
-        out[k, :3, :3] = rot
-        out[k, :3, 3] = centre - rot @ np.array([width / 2, height / 2, 0.0])
-        out[k, 3, 3] = 1.0
-    return out
 
 
 def board_texture_pps(spec: BoardSpec, camera: Camera, supersample: int = 2) -> int:
@@ -351,7 +321,9 @@ def _write_session(config: StudioConfig, scene: dict, root: Path, credits: list[
 
     tic = time.perf_counter()
     spec = BoardSpec.parse(config.board) if config.board != "auto" else default_board(rig[ids[0]])
-    poses = board_poses(config.calib_frames, spec, list(rig), stream(config.seed, "board"))
+    # held a little in front of the head's rotation centre, each pose facing another camera
+    poses = board_poses_facing(rig, config.calib_frames, spec, stream(config.seed, "board"), centre=(0.0, 0.0, 0.035),
+                               spread_m=0.03, tilt_deg=20.0, roll_deg=20.0)
     calibration: dict[str, list[str]] = {}
     corner_rows: list[tuple[int, int, int, float, float]] = []
     for c, cam_id in enumerate(ids):
