@@ -1,9 +1,9 @@
 """Bundle adjustment of a rig: parameter layout, board-corner projection and a robust sparse
 Levenberg-Marquardt.
 
-Each residual touches one camera and one board pose, so the sparse Jacobian comes from grouped
-central differences (~42 residual evaluations per iteration whatever the rig size) and the small
-normal matrix is solved by Cholesky. (scipy's least_squares with a sparsity pattern was tried
+Each residual touches one camera and one board pose, so the Jacobian is a dense block per corner
+(analytic for the 'opencv' and 'none' lens models, grouped central differences for 'fisheye'),
+the normal matrix is accumulated per view and solved by Cholesky. (scipy's least_squares with a sparsity pattern was tried
 first: its inexact LSMR trust-region steps stalled at 100 evaluations.) The robust loss is
 applied by iteratively reweighted least squares (IRLS).
 """
@@ -136,45 +136,186 @@ class BundleProblem:
         pc = np.stack([rot[v, i, 0] * X + rot[v, i, 1] * Y + trans[v, i] for i in range(3)], axis=1)
         return project_corners(intr[self.cidx[sel]], self.model, pc) - self.pix[sel]
 
-    def jacobian(self, x, keep, free, step=1e-6):
-        """Sparse Jacobian [2 * kept corners, free params] of `residuals` by central differences.
-
-        Each corner depends on one camera and one board pose, so parameter k of EVERY camera
-        (or board) can be perturbed at once: 2 * (n_intrinsics + 6 + 6) residual evaluations
-        whatever the number of cameras and frames."""
-        from scipy.sparse import csr_matrix
-
-        idx = np.nonzero(keep)[0]
-        n = len(idx)
-        c, f = self.cidx[idx], self.fidx[idx]
+    def param_index(self) -> np.ndarray:
+        """[corners, ni + 12] global parameter index of each column of a corner's Jacobian block
+        (its camera's intrinsics, its camera's cam_from_world, its board's world_from_board)."""
         base_c = self.C * self.ni
         base_f = base_c + self.C * 6
-        groups = ([(np.arange(self.C) * self.ni + k, c * self.ni + k) for k in range(self.ni)]
-                  + [(base_c + np.arange(self.C) * 6 + k, base_c + c * 6 + k) for k in range(6)]
-                  + [(base_f + np.arange(self.F) * 6 + k, base_f + f * 6 + k) for k in range(6)])
-        full_to_free = -np.ones(self.n_params, np.int64)
-        full_to_free[free] = np.arange(free.sum())
-        rows, cols, vals = [], [], []
-        for params, per_point in groups:
-            params = params[free[params]]
-            if len(params) == 0:
-                continue
+        return np.concatenate([self.cidx[:, None] * self.ni + np.arange(self.ni),
+                               base_c + self.cidx[:, None] * 6 + np.arange(6),
+                               base_f + self.fidx[:, None] * 6 + np.arange(6)], axis=1)
+
+    def jacobian_blocks(self, x, keep) -> tuple[np.ndarray, np.ndarray]:
+        """(residuals [kept, 2], Jacobian blocks [kept, 2, ni + 12]): each corner depends on one
+        camera and one board only, so its row of the Jacobian is a dense block over those
+        parameters (columns as in `param_index`). Analytic for 'opencv' and 'none'; grouped central
+        differences for 'fisheye'."""
+        if self.model == "fisheye":
+            return self.residuals(x, keep), self._numeric_blocks(x, keep)
+        return self._analytic_blocks(x, keep)
+
+    def _analytic_blocks(self, x, keep):
+        intr, cams, boards = self.unpack(x)
+        idx = np.nonzero(keep)[0]
+        c, f = self.cidx[idx], self.fidx[idx]
+        rc, rb = rotvec_to_matrix(cams[:, :3]), rotvec_to_matrix(boards[:, :3])
+        jl_c, jl_b = left_jacobian(cams[:, :3]), left_jacobian(boards[:, :3])
+        obj = self.obj[idx]
+        pw_b = _bmv(rb[:, :, :2][f], obj[:, :2])  # board point rotated, [n, 3]
+        pw = pw_b + boards[f, 3:]  # world point
+        q = _bmv(rc[c], pw)  # rotated into the camera, before translation
+        pc = q + cams[c, 3:]
+        z = np.maximum(pc[:, 2], 1e-9)
+        xn, yn = pc[:, 0] / z, pc[:, 1] / z
+        k = intr[c]
+        fx, fy = k[:, 0], k[:, 1]
+        n = len(idx)
+        J = np.zeros((n, 2, self.ni + 12))
+        if self.model == "opencv":
+            k1, k2, p1, p2, k3 = k[:, 4:].T
+            r2 = xn * xn + yn * yn
+            radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+            dradial = k1 + r2 * (2 * k2 + 3 * k3 * r2)
+            xd = xn * radial + 2 * p1 * xn * yn + p2 * (r2 + 2 * xn * xn)
+            yd = yn * radial + p1 * (r2 + 2 * yn * yn) + 2 * p2 * xn * yn
+            dxd_dx = radial + 2 * xn * xn * dradial + 2 * p1 * yn + 6 * p2 * xn
+            dxd_dy = 2 * xn * yn * dradial + 2 * p1 * xn + 2 * p2 * yn
+            dyd_dx = 2 * xn * yn * dradial + 2 * p1 * xn + 2 * p2 * yn
+            dyd_dy = radial + 2 * yn * yn * dradial + 6 * p1 * yn + 2 * p2 * xn
+            r4 = r2 * r2
+            J[:, 0, 4], J[:, 1, 4] = fx * xn * r2, fy * yn * r2
+            J[:, 0, 5], J[:, 1, 5] = fx * xn * r4, fy * yn * r4
+            J[:, 0, 6], J[:, 1, 6] = fx * 2 * xn * yn, fy * (r2 + 2 * yn * yn)
+            J[:, 0, 7], J[:, 1, 7] = fx * (r2 + 2 * xn * xn), fy * 2 * xn * yn
+            J[:, 0, 8], J[:, 1, 8] = fx * xn * r4 * r2, fy * yn * r4 * r2
+        else:
+            xd, yd = xn, yn
+            dxd_dx = dyd_dy = np.ones(n)
+            dxd_dy = dyd_dx = np.zeros(n)
+        J[:, 0, 0], J[:, 0, 2] = xd, 1.0
+        J[:, 1, 1], J[:, 1, 3] = yd, 1.0
+        # d pixel / d camera-frame point: [n, 2, 3]
+        inv_z = 1.0 / z
+        dn = np.zeros((n, 2, 3))
+        dn[:, 0, 0], dn[:, 0, 2] = inv_z, -xn * inv_z
+        dn[:, 1, 1], dn[:, 1, 2] = inv_z, -yn * inv_z
+        dd = np.stack([np.stack([dxd_dx, dxd_dy], -1), np.stack([dyd_dx, dyd_dy], -1)], 1)
+        dp = np.stack([fx, fy], -1)[:, :, None] * _bmm(dd, dn)
+        ni = self.ni
+        # rotations perturbed through their rotation vectors: d(R(v) p)/dv = -[R p]x J_l(v)
+        J[:, :, ni:ni + 3] = -_bmm(np.cross(dp, q[:, None, :]), jl_c[c])
+        J[:, :, ni + 3:ni + 6] = dp
+        dp_w = _bmm(dp, rc[c])
+        J[:, :, ni + 6:ni + 9] = -_bmm(np.cross(dp_w, pw_b[:, None, :]), jl_b[f])
+        J[:, :, ni + 9:ni + 12] = dp_w
+        res = np.stack([fx * xd + k[:, 2], fy * yd + k[:, 3]], axis=1) - self.pix[idx]
+        return res, J
+
+    def _numeric_blocks(self, x, keep, step=1e-6):
+        """Grouped central differences: parameter k of EVERY camera (or board) is perturbed at
+        once, since each corner depends on one camera and one board."""
+        idx = np.nonzero(keep)[0]
+        pidx = self.param_index()[idx]
+        J = np.zeros((len(idx), 2, self.ni + 12))
+        base_c = self.C * self.ni
+        base_f = base_c + self.C * 6
+        groups = ([np.arange(self.C) * self.ni + k for k in range(self.ni)]
+                  + [base_c + np.arange(self.C) * 6 + k for k in range(6)]
+                  + [base_f + np.arange(self.F) * 6 + k for k in range(6)])
+        for col, params in enumerate(groups):
             h = step * np.maximum(1.0, np.abs(x[params]))
             xp, xm = x.copy(), x.copy()
             xp[params] += h
             xm[params] -= h
             hp = np.zeros(self.n_params)
             hp[params] = h
-            denom = np.where(hp[per_point] > 0, 2 * hp[per_point], 1.0)
-            d = (self.residuals(xp, keep) - self.residuals(xm, keep)) / denom[:, None]
-            col = full_to_free[per_point]
-            ok = col >= 0
-            r = np.nonzero(ok)[0]
-            rows += [2 * r, 2 * r + 1]
-            cols += [col[ok], col[ok]]
-            vals += [d[ok, 0], d[ok, 1]]
-        return csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(2 * n, int(free.sum())))
+            J[:, :, col] = (self.residuals(xp, keep) - self.residuals(xm, keep)) / (2 * hp[pidx[:, col]])[:, None]
+        return J
+
+    def normal_equations(self, x, keep, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(A = J^T W J [n_params, n_params], g = J^T W r [n_params], residuals [kept, 2]) over the
+        kept corners, accumulated per view (a view's corners share their parameters, and are
+        contiguous) from the per-corner blocks. weights: None (all 1) or callable(residuals [kept, 2])
+        -> per-corner weights [kept]."""
+        r, J = self.jacobian_blocks(x, keep)
+        w = np.ones(len(r)) if weights is None else weights(r)
+        views = self.vidx[keep]
+        bounds = np.concatenate([[0], np.nonzero(np.diff(views))[0] + 1, [len(views)]])
+        pidx = self.param_index()[keep][bounds[:-1]]  # [views, ni + 12]
+        m = J.shape[2]
+        per_view = np.empty((len(pidx), m, m))
+        grad = np.empty((len(pidx), m))
+        for v, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+            Jv = J[s:e].reshape(-1, m)
+            JtW = Jv.T * np.repeat(w[s:e], 2)
+            per_view[v] = JtW @ Jv
+            grad[v] = JtW @ r[s:e].ravel()
+        A = np.zeros((self.n_params, self.n_params))
+        np.add.at(A, (pidx[:, :, None], pidx[:, None, :]), per_view)
+        g = np.zeros(self.n_params)
+        np.add.at(g, pidx, grad)
+        return A, g, r
+
+
+def _bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Stacked small matrix products [n, i, j] @ [n, j, k] (numpy's matmul loops over n)."""
+    out = a[:, :, 0, None] * b[:, None, 0, :]
+    for j in range(1, a.shape[2]):
+        out += a[:, :, j, None] * b[:, None, j, :]
+    return out
+
+
+def _bmv(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    out = a[:, :, 0] * v[:, 0, None]
+    for j in range(1, a.shape[2]):
+        out += a[:, :, j] * v[:, j, None]
+    return out
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    """[..., 3] -> [..., 3, 3] cross-product matrices."""
+    out = np.zeros(v.shape[:-1] + (3, 3))
+    out[..., 0, 1], out[..., 0, 2], out[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    return out - np.swapaxes(out, -1, -2)
+
+
+def left_jacobian(rv: np.ndarray) -> np.ndarray:
+    """SO(3) left Jacobian [M, 3, 3] of rotation vectors [M, 3]: R(v + dv) = exp([J_l dv]x) R(v)."""
+    theta = np.linalg.norm(rv, axis=-1)[:, None, None]
+    t = np.maximum(theta, 1e-12)
+    small = theta < 1e-6
+    a = np.where(small, 0.5 - theta ** 2 / 24, (1 - np.cos(t)) / t ** 2)
+    b = np.where(small, 1 / 6 - theta ** 2 / 120, (t - np.sin(t)) / t ** 3)
+    k = skew(rv)
+    return np.eye(3) + a * k + b * (k @ k)
+
+
+def schur_reduce(A: np.ndarray, n_cam: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A = [[U, W], [W^T, V]] with V block diagonal (6x6 per board pose, the last rows):
+    (S = U - W V^-1 W^T [n_cam, n_cam], W [n_cam, n_boards * 6], V^-1 blocks [n_boards, 6, 6])."""
+    nb = (A.shape[0] - n_cam) // 6
+    V = A[n_cam:, n_cam:].reshape(nb, 6, nb, 6)[np.arange(nb), :, np.arange(nb), :]
+    V_inv = np.linalg.inv(V)
+    W = A[:n_cam, n_cam:]
+    WV = (W.reshape(n_cam, nb, 1, 6) * V_inv[None]).sum(axis=3).reshape(n_cam, nb * 6)
+    return A[:n_cam, :n_cam] - WV @ W.T, W, V_inv
+
+
+def schur_solve(A: np.ndarray, g: np.ndarray, n_cam: int) -> np.ndarray | None:
+    """Solve A dx = -g via the Schur complement over the board poses; None when not positive definite."""
+    import torch
+
+    nb = (A.shape[0] - n_cam) // 6
+    S, W, V_inv = schur_reduce(A, n_cam)
+    gb = g[n_cam:].reshape(nb, 6)
+    rhs = -g[:n_cam] + W @ (V_inv @ gb[:, :, None])[..., 0].ravel()
+    # torch's Cholesky: multi-threaded OpenBLAS stalls on small matrices on a busy machine
+    L, info = torch.linalg.cholesky_ex(torch.as_tensor(S))
+    if int(info) != 0 or not np.all(np.isfinite(V_inv)):
+        return None
+    dc = torch.cholesky_solve(torch.as_tensor(rhs)[:, None], L)[:, 0].numpy()
+    db = -(V_inv @ (gb + (W.T @ dc).reshape(nb, 6))[:, :, None])[..., 0]
+    return np.concatenate([dc, db.ravel()])
 
 
 def robust_weights(norms: np.ndarray, loss: str, scale: float) -> np.ndarray:
@@ -203,34 +344,36 @@ def robust_cost(norms: np.ndarray, loss: str, scale: float) -> float:
 
 
 def levenberg_marquardt(prob: BundleProblem, x: np.ndarray, free: np.ndarray, keep: np.ndarray, loss: str,
-                        scale: float, max_iterations: int = 50, tol: float = 1e-10) -> tuple[np.ndarray, dict]:
-    """Robust (IRLS) Levenberg-Marquardt on the kept corners. The normal matrix is at most a few
-    thousand parameters square, so it is formed densely and solved by Cholesky."""
-    import torch
+                        scale: float, max_iterations: int = 50, tol: float = 1e-10, prior=None,
+                        on_iteration=None) -> tuple[np.ndarray, dict]:
+    """Robust (IRLS) Levenberg-Marquardt on the kept corners. The normal matrix is formed densely
+    from the per-view blocks of the Jacobian and solved through the Schur complement over the board
+    poses (their 6x6 blocks are independent), so only the cameras' block is factorised.
+    prior: None or (P [m, n_params], b [m]), extra residuals P x - b in pixel units (the priors of
+    calib.observability). on_iteration(iteration, cost): progress."""
+    def prior_cost(xx):
+        return 0.0 if prior is None else float(np.sum((prior[0] @ xx - prior[1]) ** 2))
 
     def cost_of(xx):
-        return robust_cost(np.linalg.norm(prob.residuals(xx, keep), axis=1), loss, scale)
+        return robust_cost(np.linalg.norm(prob.residuals(xx, keep), axis=1), loss, scale) + prior_cost(xx)
 
     cost = cost_of(x)
     lam = 1e-3
     it = 0
     for it in range(1, max_iterations + 1):
-        r = prob.residuals(x, keep)
-        w = robust_weights(np.linalg.norm(r, axis=1), loss, scale)
-        J = prob.jacobian(x, keep, free)
-        wr = (np.repeat(w, 2) * r.ravel())
-        JtW = J.T.multiply(np.repeat(w, 2)[None, :]).tocsr()
-        A = (JtW @ J).toarray()
-        g = J.T @ wr
+        A, g, _ = prob.normal_equations(x, keep, lambda r: robust_weights(np.linalg.norm(r, axis=1), loss, scale))
+        if prior is not None:
+            A = A + prior[0].T @ prior[0]
+            g = g + prior[0].T @ (prior[0] @ x - prior[1])
+        A, g = A[np.ix_(free, free)], g[free]
+        n_cam = int(free[:prob.C * (prob.ni + 6)].sum())
         diag = np.maximum(np.diag(A), 1e-12)
         improved = False
         for _ in range(12):
-            # torch's Cholesky: multi-threaded OpenBLAS stalls on small matrices on a busy machine
-            L, info = torch.linalg.cholesky_ex(torch.as_tensor(A + lam * np.diag(diag)))
-            if int(info) != 0:
+            dx = schur_solve(A + lam * np.diag(diag), g, n_cam)
+            if dx is None:
                 lam *= 10
                 continue
-            dx = -torch.cholesky_solve(torch.as_tensor(g)[:, None], L)[:, 0].numpy()
             x_new = x.copy()
             x_new[free] += dx
             new_cost = cost_of(x_new)
@@ -243,6 +386,8 @@ def levenberg_marquardt(prob: BundleProblem, x: np.ndarray, free: np.ndarray, ke
                 improved = True
                 break
             lam *= 8
+        if on_iteration is not None:
+            on_iteration(it, cost)
         if not improved or rel < tol:
             break
     return x, {"iterations": it, "cost": cost}

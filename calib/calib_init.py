@@ -65,7 +65,10 @@ def init_intrinsics(cam: str, dets: list[Detection], size: tuple[int, int], dist
                   | cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3)
     elif fix_k3 or distortion_model != "opencv":
         flags |= cv2.CALIB_FIX_K3
-    rms, K, dist, rvecs, tvecs = cv2.calibrateCamera(obj, img, (w, h), K0.copy(), np.zeros(5), flags=flags)
+    # a starting point for the bundle adjustment, which refines it: a few iterations suffice
+    criteria = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 10, 1e-9)
+    rms, K, dist, rvecs, tvecs = cv2.calibrateCamera(obj, img, (w, h), K0.copy(), np.zeros(5), flags=flags,
+                                                     criteria=criteria)
     if not np.isfinite(rms) or rms > 5:
         warnings.append(f"camera {cam!r}: its own initial calibration has RMS {rms:.2f} px over frames "
                         f"{[d.frame for d in dets][:10]}; the board may be misdetected")
@@ -112,6 +115,24 @@ def view_rms(cam_from_board: np.ndarray, det: Detection, K: np.ndarray, dist: np
     return float(np.sqrt(np.mean(np.sum((pix - det.corners) ** 2, axis=1))))
 
 
+def views_rms(cam_from_board: np.ndarray, dets: list[Detection], intr: np.ndarray, model: str) -> np.ndarray:
+    """`view_rms` of many (pose, detection) pairs at once: cam_from_board [P, 4, 4], dets [P],
+    intr [P, 4 + n_dist] (fx, fy, cx, cy, distortion). Returns [P] (inf when behind a camera)."""
+    n = np.array([len(d.ids) for d in dets])
+    pair = np.repeat(np.arange(len(dets)), n)
+    obj = np.concatenate([d.object_points for d in dets])
+    pc = (cam_from_board[pair, :3, :3] @ obj[:, :, None])[..., 0] + cam_from_board[pair, :3, 3]
+    pix = project_corners(intr[pair], model, pc)
+    sq = np.sum((pix - np.concatenate([d.corners for d in dets])) ** 2, axis=1)
+    out = np.sqrt(np.bincount(pair, sq, len(dets)) / n)
+    behind = np.bincount(pair, pc[:, 2] <= 1e-6, len(dets)) > 0
+    return np.where(behind, np.inf, out)
+
+
+def _intr(K: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    return np.concatenate([[K[0, 0], K[1, 1], K[0, 2], K[1, 2]], dist])
+
+
 def _consistent_mean(candidates: list[np.ndarray], scores: list[float]) -> np.ndarray:
     """Average of the candidates that explain the views nearly as well as the best one."""
     best = min(scores)
@@ -130,10 +151,13 @@ def chain_extrinsics(cams: list[str], usable: dict[str, list[Detection]], view_p
         _, a, b = max(((len(frames_of[a] & frames_of[b]), a, b) for a in cam_from_world for b in cams
                        if b not in cam_from_world), key=lambda t: t[0])
         shared = sorted(frames_of[a] & frames_of[b])
-        rel = [view_pose[(b, f)] @ invert_rigid(view_pose[(a, f)]) for f in shared]
-        score = [np.median([view_rms(r @ view_pose[(a, g)], det_of[(b, g)], K[b], dist[b], model) for g in shared])
-                 for r in rel]
-        cam_from_world[b] = _consistent_mean(rel, score) @ cam_from_world[a]
+        rel = np.stack([view_pose[(b, f)] @ invert_rigid(view_pose[(a, f)]) for f in shared])
+        a_views = np.stack([view_pose[(a, g)] for g in shared])
+        poses = (rel[:, None] @ a_views[None]).reshape(-1, 4, 4)  # candidate i on frame g
+        rms = views_rms(poses, [det_of[(b, g)] for _ in shared for g in shared],
+                        np.broadcast_to(_intr(K[b], dist[b]), (len(poses), 4 + len(dist[b]))), model)
+        score = np.median(rms.reshape(len(shared), len(shared)), axis=1)
+        cam_from_world[b] = _consistent_mean(list(rel), list(score)) @ cam_from_world[a]
     return cam_from_world
 
 
@@ -145,8 +169,10 @@ def init_board_poses(cams: list[str], usable: dict[str, list[Detection]], view_p
     world_from_board = {}
     for f in frames:
         seen = [c for c in cams if (c, f) in det_of]
-        cand = [invert_rigid(cam_from_world[c]) @ view_pose[(c, f)] for c in seen]
-        score = [np.median([view_rms(cam_from_world[c] @ w, det_of[(c, f)], K[c], dist[c], model) for c in seen])
-                 for w in cand]
-        world_from_board[f] = _consistent_mean(cand, score)
+        cand = np.stack([invert_rigid(cam_from_world[c]) @ view_pose[(c, f)] for c in seen])
+        cfw = np.stack([cam_from_world[c] for c in seen])
+        poses = (cfw[None] @ cand[:, None]).reshape(-1, 4, 4)  # candidate i seen by camera j
+        intr = np.stack([_intr(K[c], dist[c]) for c in seen])
+        rms = views_rms(poses, [det_of[(c, f)] for _ in seen for c in seen], np.tile(intr, (len(seen), 1)), model)
+        world_from_board[f] = _consistent_mean(list(cand), list(np.median(rms.reshape(len(seen), len(seen)), axis=1)))
     return world_from_board

@@ -10,6 +10,7 @@ RMS everywhere is OpenCV's definition: sqrt(mean over corners of |reprojection e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from headcap.calib.calib_init import (average_poses, camera_graph_components, ch
                               init_intrinsics, solve_pnp)
 from headcap.calib.camera import Camera, Rig, invert_rigid
 from headcap.calib.detect import Detection
+from headcap.calib.observability import Thresholds, choose_priors, prior_notes, prior_rows, uncertainty_warnings
+from headcap.calib.uncertainty import camera_covariance, camera_uncertainty
 from headcap.calib.projection import DISTORTION_MODELS
 
 __all__ = ["CalibrationConfig", "CalibrationError", "CalibrationResult", "Observation", "WORLD_FRAMES",
@@ -32,29 +35,49 @@ class CalibrationError(ValueError):
 
 @dataclass
 class CalibrationConfig:
-    distortion_model: str = "opencv"
+    distortion_model: Literal["opencv", "fisheye", "none"] = "opencv"
     """Lens model solved for: 'opencv' (k1 k2 p1 p2 k3), 'fisheye' (k1..k4) or 'none'."""
     fix_k3: bool = False
     """Hold k3 at zero (advisable with few or central-only views)."""
     refine_intrinsics: bool = True
     """False: keep K and distortion at their initial (seed) values and refine poses only."""
-    world: str = "first-camera"
+    world: Literal["first-camera", "board", "centroid", "seed"] = "first-camera"
     """World frame: 'first-camera', 'board' (the frame seen by most cameras), 'centroid' (camera
     centroid, `up` axis = mean camera up, front towards the first camera) or 'seed'."""
-    up: str = "y"
+    up: Literal["y", "z"] = "y"
     """Up axis for world='centroid': 'y' (y up, z front) or 'z' (z up, -y front)."""
     reference_camera: str | None = None
     """Camera held fixed during the solve (gauge); default the first camera."""
-    loss: str = "huber"
+    loss: Literal["linear", "huber", "soft_l1", "cauchy"] = "huber"
+    """Robust loss on the reprojection residuals."""
     loss_scale_px: float = 1.0
+    """Residual (px) where the robust loss starts to flatten."""
     outlier_sigmas: float = 5.0
     """Reject corners whose error exceeds this many robust sigmas (and `min_outlier_px`)."""
     min_outlier_px: float = 1.0
+    """Corners closer than this (px) are never outliers."""
     outlier_rounds: int = 3
+    """Rounds of reject-and-resolve."""
     min_views_warn: int = 3
+    """Warn when a camera sees the board in fewer views."""
     coverage_warn: float = 0.3
     """Warn when the corners of a camera fill less than this fraction of an 8x6 image grid."""
     max_iterations: int = 50
+    """Levenberg-Marquardt iterations per round."""
+    priors: Literal["auto", "always", "never"] = "auto"
+    """Priors on what the data may not determine (distortion beyond k1 towards zero, principal
+    point towards the image centre, fx = fy): 'auto' applies each where the data alone leaves it
+    less certain than half the prior's sigma; 'always' / 'never' force either way."""
+    warn_focal_pct: float = 0.3
+    """Warn (and fail --strict) when a camera's focal length is uncertain beyond this (%, 1 sigma)."""
+    warn_principal_point_px: float = 2.0
+    """Warn when a principal point is uncertain beyond this (px, 1 sigma)."""
+    warn_distortion_px: float = 1.0
+    """Warn when the lens distortion at the image corner is uncertain beyond this (px, 1 sigma)."""
+    warn_centre_mm: float = 2.0
+    """Warn when a camera centre is uncertain beyond this (mm, 1 sigma, relative to the reference camera)."""
+    warn_rotation_deg: float = 0.1
+    """Warn when a camera rotation is uncertain beyond this (degrees, 1 sigma, relative to the reference camera)."""
 
     def __post_init__(self):
         if self.distortion_model not in DISTORTION_MODELS:
@@ -65,6 +88,8 @@ class CalibrationConfig:
             raise ValueError(f"CalibrationConfig: up {self.up!r} must be 'y' or 'z'")
         if self.loss not in ("linear", "huber", "soft_l1", "cauchy"):
             raise ValueError(f"CalibrationConfig: loss {self.loss!r} not supported")
+        if self.priors not in ("auto", "always", "never"):
+            raise ValueError(f"CalibrationConfig: priors {self.priors!r} not in ['auto', 'always', 'never']")
 
 
 @dataclass
@@ -78,10 +103,22 @@ class CalibrationResult:
     warnings: list[str] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    uncertainty: dict[str, dict] = field(default_factory=dict)
+    """Per camera, 1-sigma uncertainties (calib.uncertainty.camera_uncertainty)."""
+    priors: list[dict] = field(default_factory=list)
+    """The priors applied (camera, name, sigma, data_sigma), see calib.observability."""
+    notes: list[str] = field(default_factory=list)
+    """What was regularised and why."""
+    uncertain: dict[str, list[str]] = field(default_factory=dict)
+    """Cameras whose uncertainties miss the warn_* thresholds, and which ones (--strict fails on these)."""
+    noise_px: float = float("nan")
+    """Per-axis corner noise sigma the uncertainties are scaled by."""
 
     def summary(self) -> dict:
         return {"rms_px": self.rms, "initial_rms_px": self.initial_rms, "cameras": self.per_camera,
-                "frames": len(self.world_from_board), "warnings": list(self.warnings), "rounds": self.rounds}
+                "frames": len(self.world_from_board), "warnings": list(self.warnings), "rounds": self.rounds,
+                "uncertainty": self.uncertainty, "noise_px": self.noise_px, "priors": self.priors,
+                "notes": list(self.notes), "uncertain": self.uncertain}
 
 
 def _check_inputs(detections: dict[str, list[Detection]], config: CalibrationConfig):
@@ -144,7 +181,27 @@ def calibrate_rig(detections: dict[str, list[Detection]], config: CalibrationCon
                   seed: Rig | None = None, progress=None) -> CalibrationResult:
     """detections: {camera id: [Detection, ...]} (frames matched by `Detection.frame`);
     seed: an existing rig to start from (its cameras' K/distortion/poses replace the
-    initialisation). progress: optional callable(message). Returns a CalibrationResult."""
+    initialisation). progress: optional callable(message). Returns a CalibrationResult.
+
+    Identical inputs give bit-identical results: OpenCV's solvers (calibrateCamera in the
+    initialisation) sum in thread order, so they run on one thread here (they take
+    milliseconds per camera)."""
+    import cv2
+    import torch
+
+    threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    # the bundle adjustment factorises a few hundred unknowns square: one thread is faster than
+    # many on a busy machine, and sums in one order
+    torch.set_num_threads(1)
+    try:
+        return _calibrate_rig(detections, config, seed, progress)
+    finally:
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(torch_threads)
+
+
+def _calibrate_rig(detections, config, seed, progress) -> CalibrationResult:
     config = config or CalibrationConfig()
     say = progress or (lambda msg: None)
     sizes, usable = _check_inputs(detections, config)
@@ -205,7 +262,8 @@ def calibrate_rig(detections: dict[str, list[Detection]], config: CalibrationCon
     intr = np.stack([np.concatenate([[K[c][0, 0], K[c][1, 1], K[c][0, 2], K[c][1, 2]], dist[c]]) for c in cams])
     x = prob.pack(intr, np.stack([pose_to_vec(cam_from_world[c]) for c in cams]),
                   np.stack([pose_to_vec(world_from_board[f]) for f in frames]))
-    x, keep, initial_rms, rounds = _bundle_adjust(prob, x, cams.index(ref), config, say)
+    x, keep, initial_rms, rounds, free = _bundle_adjust(prob, x, cams.index(ref), config, say)
+    x, cov, noise, priors = _observe(prob, x, keep, free, config, sizes, say)
 
     intr, cam_vecs, board_vecs = prob.unpack(x)
     res = prob.residuals(x)
@@ -226,6 +284,7 @@ def calibrate_rig(detections: dict[str, list[Detection]], config: CalibrationCon
     rig = rig.transformed(world_from_new)
     new_from_world = invert_rigid(world_from_new)
     boards = {f: new_from_world @ m for f, m in boards.items()}
+    uncertainty = camera_uncertainty(prob, x, cov, sizes, new_from_world[:3, :3], ref)
 
     per_camera = {}
     for c in cams:
@@ -241,10 +300,37 @@ def calibrate_rig(detections: dict[str, list[Detection]], config: CalibrationCon
         if cov < config.coverage_warn:
             warnings.append(f"camera {c!r}: the board covered only {cov:.0%} of the image (8x6 grid cells, frames "
                             f"{[o.frame for o in mine][:10]}); lens distortion near the uncovered edges is extrapolated")
+    thresholds = Thresholds(config.warn_focal_pct, config.warn_principal_point_px, config.warn_distortion_px,
+                            config.warn_centre_mm, config.warn_rotation_deg)
+    pixels = {c: np.concatenate([o.pixels for o in obs if o.camera == c]) for c in cams}
+    more, uncertain = uncertainty_warnings(uncertainty, thresholds, pixels, sizes, frames_of, ref)
+    warnings += more
     inl = np.concatenate([o.residuals[o.inlier] for o in obs])
     rms = float(np.sqrt(np.mean(np.sum(inl ** 2, axis=1))))
     say(f"done: RMS {rms:.4f} px over {len(inl)} corners")
-    return CalibrationResult(rig, boards, obs, per_camera, rms, initial_rms, warnings, rounds, dict(sizes))
+    return CalibrationResult(rig, boards, obs, per_camera, rms, initial_rms, warnings, rounds, dict(sizes),
+                             uncertainty, [{"camera": p.camera, "name": p.name, "sigma": p.sigma,
+                                            "data_sigma": p.data_sigma} for p in priors],
+                             prior_notes(priors), uncertain, noise)
+
+
+def _observe(prob: BundleProblem, x: np.ndarray, keep: np.ndarray, free: np.ndarray, config: CalibrationConfig,
+             sizes, say):
+    """Covariance of the solution; where it shows parameters the data cannot determine, the
+    priors of calib.observability and a re-solve. Returns (x, camera covariance, noise px, priors)."""
+    say("uncertainty: covariance of the camera parameters (Schur complement over the board poses)")
+    cov, noise = camera_covariance(prob, x, keep, free, config.loss, config.loss_scale_px)
+    if not config.refine_intrinsics:
+        return x, cov, noise, []
+    priors = choose_priors(prob, x, cov, free, sizes, config.priors)
+    if priors:
+        head = f"regularising {len(priors)} poorly determined parameter(s)"
+        say(head)
+        prior = prior_rows(priors, prob.n_params, noise)
+        x, _ = levenberg_marquardt(prob, x, free, keep, config.loss, config.loss_scale_px, config.max_iterations,
+                                   prior=prior, on_iteration=lambda it, cost: say(f"{head}, iteration {it}"))
+        cov, noise = camera_covariance(prob, x, keep, free, config.loss, config.loss_scale_px, prior)
+    return x, cov, noise, priors
 
 
 def _bundle_adjust(prob: BundleProblem, x: np.ndarray, ref_index: int, config: CalibrationConfig, say):
@@ -264,8 +350,11 @@ def _bundle_adjust(prob: BundleProblem, x: np.ndarray, ref_index: int, config: C
     keep = initial <= max(50.0, 20 * float(np.median(initial)))
     rounds = []
     for rnd in range(config.outlier_rounds + 1):
-        say(f"bundle adjustment round {rnd + 1}: {keep.sum()} corners, {free.sum()} parameters")
-        x, info = levenberg_marquardt(prob, x, free, keep, config.loss, config.loss_scale_px, config.max_iterations)
+        head = f"bundle adjustment round {rnd + 1}: {keep.sum()} corners, {free.sum()} parameters"
+        say(head)
+        x, info = levenberg_marquardt(prob, x, free, keep, config.loss, config.loss_scale_px, config.max_iterations,
+                                      on_iteration=lambda it, cost: say(f"{head}, iteration {it}, "
+                                                                        f"RMS {np.sqrt(cost / keep.sum()):.4f} px"))
         err = np.linalg.norm(prob.residuals(x), axis=1)
         sigma = np.median(err[keep]) / np.sqrt(2 * np.log(2))  # Rayleigh median -> per-axis sigma
         thresh = max(config.outlier_sigmas * sigma, config.min_outlier_px)
@@ -277,7 +366,7 @@ def _bundle_adjust(prob: BundleProblem, x: np.ndarray, ref_index: int, config: C
             keep = new_keep if rnd < config.outlier_rounds else keep
             break
         keep = new_keep
-    return x, keep, initial_rms, rounds
+    return x, keep, initial_rms, rounds, free
 
 
 def _world_transform(rig: Rig, boards: dict[str, np.ndarray], frames_of, config: CalibrationConfig,

@@ -92,20 +92,33 @@ def _small_motion(t):
 
 
 def test_real_photos_match_opencv(test_data):
-    """OpenCV's published calibration of its own 4 tutorial photos (SOURCE.md)."""
+    """OpenCV's published calibration of its own 4 tutorial photos (SOURCE.md). Without priors the
+    solve is OpenCV's (same corners, same RMS and K, and 1-sigma uncertainties that match
+    calibrateCameraExtended's stdDeviationsIntrinsics); with the default (auto) priors, k2, k3 and
+    fx = fy are regularised, K stays within its own uncertainty, and the 3.6% focal uncertainty of
+    4 near-frontal views is a warning."""
     folder = test_data / "opencv_charuco"
     spec = BoardSpec.parse("charuco:5x7:0.04:0.02:DICT_6X6_250")
     images = {"cam": [folder / f"img_0{i}.jpg" for i in range(4)]}
     dets = detect_images(images, spec)
     assert [d.n_corners for d in dets["cam"]] == [24, 24, 24, 24]
-    res = calibrate_rig(dets, CalibrationConfig())
+    res = calibrate_rig(dets, CalibrationConfig(priors="never"))
     assert abs(res.rms - 0.1823) < 0.03
     K = res.rig["cam"].K
     assert abs(K[0, 0] / 452.51 - 1) < 0.015 and abs(K[1, 1] / 456.77 - 1) < 0.015
     # and the same corners through cv2.calibrateCamera give the same answer
-    rms_cv, K_cv, *_ = cv2.calibrateCamera([d.object_points.astype(np.float32) for d in dets["cam"]],
-                                           [d.corners.astype(np.float32) for d in dets["cam"]], (640, 480), None, None)
+    out = cv2.calibrateCameraExtended([d.object_points.astype(np.float32) for d in dets["cam"]],
+                                      [d.corners.astype(np.float32) for d in dets["cam"]], (640, 480), None, None)
+    rms_cv, K_cv, std_cv = out[0], out[1], out[5].ravel()
     assert abs(rms_cv - res.rms) < 1e-3 and np.abs(K_cv - K).max() < 0.5
+    u = res.uncertainty["cam"]
+    ours = np.array([u["fx_px"], u["fy_px"], u["cx_px"], u["cy_px"], *u["distortion"]])
+    assert np.abs(ours / std_cv[:9] - 1).max() < 0.2
+    auto = calibrate_rig(dets, CalibrationConfig())
+    assert {p["name"] for p in auto.priors} >= {"k3"}
+    assert abs(auto.rig["cam"].K[0, 0] - K[0, 0]) < 1.0 * u["fx_px"]
+    assert "cam" in auto.uncertain and "focal" in auto.uncertain["cam"]
+    assert any("focal length to" in w and "tilted 30-45 degrees" in w for w in auto.warnings)
 
 
 def test_occluded_real_photo(test_data):
