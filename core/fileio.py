@@ -17,20 +17,56 @@ class FileFormatError(ValueError):
         super().__init__(f"{path}: field '{field}': {message}")
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
     try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting (briefly racy with other threads)
+    os.umask(mask)
+    return mask
+
+
+def _named_os_error(exc: OSError, path, action: str) -> OSError:
+    """The same OSError (same errno, so callers can still test it) with the file named."""
+    reason = exc.strerror or str(exc)
+    return type(exc)(exc.errno, f"cannot {action} ({reason})", str(path)) if exc.errno else \
+        OSError(f"{path}: cannot {action} ({reason})")
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half-written file.
+
+    The file gets the mode an ordinary `open(path, "w")` would give it (0o666 less the umask;
+    an existing file keeps its mode): mkstemp's private 0o600 would hide rig.json and reports
+    from a studio's other users. Errors (a full disk, a read-only folder) name the file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _named_os_error(exc, path, "write") from None
+    try:
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~current_umask()
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _named_os_error(exc, path, "write") from None
         raise
 
 
@@ -42,8 +78,14 @@ def _reject_constant(name: str):
     raise ValueError(f"non-finite number {name}")
 
 
+#: deeper nesting than any headcap file has; refused before a recursive walk can overflow
+MAX_JSON_DEPTH = 64
+#: JSON integers beyond 64 bits are not a size, a count or an id anywhere in headcap
+MAX_JSON_INT = 2**64
+
+
 def read_text(path) -> str:
-    """A UTF-8 text file, with errors that name the file (missing, not text)."""
+    """A UTF-8 text file, with errors that name the file (missing, not text, a symlink loop)."""
     path = Path(path)
     try:
         return path.read_text(encoding="utf-8")
@@ -53,24 +95,72 @@ def read_text(path) -> str:
         raise FileFormatError(path, "<file>", "is a folder, not a file") from None
     except UnicodeDecodeError as exc:
         raise FileFormatError(path, "<file>", f"not UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise _named_os_error(exc, path, "read") from None
+    except MemoryError:
+        raise FileFormatError(path, "<file>", "too large to read into memory") from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def read_json(path) -> object:
-    """Parse a JSON file, rejecting NaN/Infinity literals, with errors that name the file."""
+    """Parse a JSON file, rejecting NaN/Infinity literals, duplicate keys, nesting deeper than
+    MAX_JSON_DEPTH and integers beyond 64 bits, with errors that name the file and field."""
     path = Path(path)
-    text = read_text(path)
+    return parse_json(read_text(path), path)
+
+
+def parse_json(text: str, path) -> object:
+    """`read_json` for text already read from `path`."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        raise FileFormatError(path, exc.key, f"duplicate key {exc.key!r} (an object names each key once; "
+                              "which value was meant is ambiguous)") from None
     except json.JSONDecodeError as exc:
         raise FileFormatError(path, "<file>", f"invalid or truncated JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
-        raise FileFormatError(path, "<file>", "JSON nested too deeply to be a headcap file") from None
+        raise FileFormatError(path, "<file>", f"JSON nested too deeply to be a headcap file (limit {MAX_JSON_DEPTH})") from None
     except ValueError as exc:
         # the parser cannot say where the NaN/Infinity sat: parse again leniently and find it
-        where = _first_nonfinite(json.loads(text))
+        try:
+            where = _first_nonfinite(json.loads(text))
+        except (ValueError, RecursionError):
+            where = None
         if where is None:
             raise FileFormatError(path, "<file>", str(exc)) from None
         raise FileFormatError(path, where[0], f"non-finite value {where[1]!r}") from None
+    _check_tree(data, path)
+    return data
+
+
+def _check_tree(data, path) -> None:
+    """Depth and integer-size limits, walked without recursion."""
+    stack = [(data, "", 0)]
+    while stack:
+        node, name, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise FileFormatError(path, name or "<root>", f"nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, f"{name}.{k}" if name else str(k), depth + 1) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{name}[{i}]", depth + 1) for i, v in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) >= MAX_JSON_INT:
+            raise FileFormatError(path, name or "<root>", f"integer with {len(str(abs(node)))} digits is too large "
+                                  "(beyond 64 bits)")
 
 
 def _first_nonfinite(node, prefix: str = ""):
@@ -90,9 +180,63 @@ def _first_nonfinite(node, prefix: str = ""):
     return None
 
 
+#: default total uncompressed size an .npz may declare (HEADCAP_MAX_NPZ_BYTES overrides it)
+DEFAULT_MAX_NPZ_BYTES = 4 * 1024**3
+
+
+def max_npz_bytes() -> int:
+    text = os.environ.get("HEADCAP_MAX_NPZ_BYTES", "").strip()
+    try:
+        return int(text) if text else DEFAULT_MAX_NPZ_BYTES
+    except ValueError:
+        raise ValueError(f"environment variable HEADCAP_MAX_NPZ_BYTES: expected a byte count, got {text!r}") from None
+
+
+def check_npz_members(path, limit: int | None = None) -> None:
+    """Check an .npz archive from its zip directory and each member's .npy header, before any
+    array is inflated: declared sizes within `limit` (a zip bomb is refused unread), plain dtypes
+    (no pickled objects), and shapes that agree with the declared sizes."""
+    import zipfile
+
+    import numpy as np
+
+    limit = max_npz_bytes() if limit is None else limit
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        total = sum(info.file_size for info in members)
+        if total > limit:
+            biggest = max(members, key=lambda info: info.file_size)
+            raise FileFormatError(path, biggest.filename.removesuffix(".npy"),
+                                  f"the archive declares {total:,} bytes uncompressed ({biggest.file_size:,} in this "
+                                  f"array), over the limit of {limit:,} (raise HEADCAP_MAX_NPZ_BYTES to read it)")
+        for info in members:
+            field = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy"):
+                raise FileFormatError(path, field, "not an .npy member (an .npz holds only arrays)")
+            with archive.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                except (ValueError, EOFError, OSError) as exc:
+                    raise FileFormatError(path, field, f"not a readable .npy header ({exc})") from None
+                header_bytes = member.tell()
+            if dtype.hasobject:
+                raise FileFormatError(path, field, f"an object array (dtype {dtype}): pickled data is never loaded")
+            count = 1
+            for n in shape:
+                count *= int(n)
+            if count * dtype.itemsize != info.file_size - header_bytes:
+                raise FileFormatError(path, field, f"header says shape {shape} of {dtype} ({count * dtype.itemsize:,} "
+                                      f"bytes) but the member holds {info.file_size - header_bytes:,} bytes")
+
+
 def read_npz(path) -> dict:
     """Every array of an .npz of plain arrays, read eagerly and never unpickled, with errors that
-    name the file (a truncated or corrupt archive, a pickled object array, a lone .npy)."""
+    name the file (a truncated or corrupt archive, a pickled object array, a lone .npy, a member
+    whose declared size is over the limit: checked before anything is inflated)."""
     import zipfile
     import zlib
 
@@ -102,21 +246,53 @@ def read_npz(path) -> dict:
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
-        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+            if magic.startswith(b"\x93NUMPY"):
+                raise FileFormatError(path, "<file>", "a single array, not an .npz archive of named arrays")
             # numpy would call any other file "pickled data" and suggest allow_pickle
             raise FileFormatError(path, "<file>", f"not an .npz archive (starts with {magic!r})")
+        check_npz_members(path)
         data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise FileFormatError(path, "<file>", "a single array, not an .npz archive of named arrays")
         with data:
             return {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except FileFormatError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except MemoryError:
+        raise FileFormatError(path, "<file>", "too large to load into memory") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
         raise FileFormatError(path, "<file>", f"not a readable .npz of plain arrays "
                               f"({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise _named_os_error(exc, path, "read") from None
+
+
+def numeric_array(value, path, field: str):
+    """A float64 array from a parsed file value (nested lists of numbers). Booleans, strings and
+    None are refused (numpy would read `true` as 1.0), as are integers beyond float range."""
+    import numpy as np
+
+    stack, seen = [value], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif isinstance(node, bool) or not isinstance(node, (int, float)):
+            raise FileFormatError(path, field, f"expected numbers, found {type(node).__name__} {_short(node, 80)} "
+                                  f"in {_short(value)}")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise FileFormatError(path, field, f"holds an integer too large for a float: {_short(value)}") from None
+    except (TypeError, ValueError):
+        raise FileFormatError(path, field, f"not a numeric array (ragged rows?): {_short(value)}") from None
+
+
+def _short(value, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def write_json(path, obj) -> None:
@@ -153,8 +329,13 @@ def safe_relative_path(root, relative: str, path_of_manifest, field: str) -> Pat
     rel = Path(relative)
     if rel.is_absolute() or relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":"):
         raise FileFormatError(path_of_manifest, field, f"absolute path {relative!r} not allowed (paths are relative to the session)")
-    root_resolved = Path(root).resolve()
-    full = (root_resolved / rel).resolve()
+    if "\x00" in relative:
+        raise FileFormatError(path_of_manifest, field, f"path {relative!r} holds a NUL byte")
+    try:
+        root_resolved = Path(root).resolve()
+        full = (root_resolved / rel).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise FileFormatError(path_of_manifest, field, f"path {relative!r} cannot be resolved ({exc})") from None
     if full != root_resolved and root_resolved not in full.parents:
         raise FileFormatError(path_of_manifest, field, f"path {relative!r} escapes the session folder {root_resolved}")
     return full
