@@ -10,6 +10,9 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from headcap.pipeline.cli_config import add_config_arguments
+    from headcap.studio.synthesize import StudioConfig
+
     parser = subparsers.add_parser(
         "synth", help="render a synthetic session (cameras, calibration frames, images, masks, ground truth)",
         description="Render a synthetic capture session of a head model with known identity, expressions, "
@@ -17,23 +20,8 @@ def register(subparsers) -> None:
                     "(or one moving camera), with ChArUco calibration frames and the full ground truth. "
                     "The same seed gives bit-identical files.")
     parser.add_argument("--out", type=Path, required=True, help="session folder to create")
-    parser.add_argument("--cameras", type=int, default=16, help="number of rig cameras (default 16)")
-    parser.add_argument("--frames", type=int, default=30, help="number of frames (default 30)")
-    parser.add_argument("--resolution", type=int, default=256, help="image width and height in pixels (default 256)")
-    parser.add_argument("--noise", type=float, default=0.0,
-                        help="Gaussian image noise sigma, fraction of full scale (default 0; 0.01 = 2.55 grey levels)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--monocular", action="store_true", help="one moving camera instead of the rig")
-    parser.add_argument("--scan", default=None, metavar="PATH",
-                        help="render the Lee Perry-Smith scan (folder with LeePerrySmith.glb + Map-COL.jpg) instead of a head model")
-    parser.add_argument("--head", default="default", metavar="SPEC",
-                        help="head model: default | ict:PATH | flame:PATH | npz:PATH (default: default)")
-    parser.add_argument("--calib-frames", type=int, default=10, help="ChArUco poses per camera (default 10)")
-    parser.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
-    parser.add_argument("--board", default="auto",
-                        help="ChArUco board 'charuco:COLSxROWS:SQUARE:MARKER:DICT' or 'auto' (default)")
-    parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads while rendering (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier synthetic session")
+    add_config_arguments(parser, StudioConfig)
     parser.set_defaults(handler=_run)
 
 
@@ -41,11 +29,10 @@ def _run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from headcap.pipeline.cli_config import config_from_args
     from headcap.studio.synthesize import StudioConfig, synthesize_session
 
-    config = StudioConfig(cameras=args.cameras, frames=args.frames, resolution=args.resolution, noise=args.noise,
-                          seed=args.seed, monocular=args.monocular, scan=args.scan, head=args.head,
-                          calib_frames=args.calib_frames, fps=args.fps, board=args.board, threads=args.threads)
+    config = config_from_args(StudioConfig, args)
     console = Console(stderr=True)
     start = time.perf_counter()
     with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -62,7 +49,7 @@ def _run(args) -> int:
     session = result.session
     views = session.frame_count * len(session.cameras)
     print(f"wrote {result.root}: {len(session.cameras)} camera(s), {session.frame_count} frames, "
-          f"{views} views at {args.resolution} px, {args.calib_frames} calibration frames per camera, "
+          f"{views} views at {config.resolution} px, {config.calib_frames} calibration frames per camera, "
           f"head {session.extra['head_model']!r}, board {session.extra['board']} in {elapsed:.1f} s "
           f"(render {result.timings['render']:.1f} s, calibration {result.timings['calibration']:.1f} s)")
     print(f"contact sheet: {result.root / 'contact_sheet.png'}")

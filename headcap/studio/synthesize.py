@@ -20,6 +20,7 @@ bit-identical files and adding a stream never shifts another.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -33,6 +34,7 @@ import torch
 
 from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
 from headcap.calib.camera import Camera, Rig
+from headcap.core.faults import kill_point
 from headcap.core.fileio import read_json, write_json
 from headcap.calib.rig_io import write_rig
 from headcap.calib.synthetic_boards import board_poses_facing
@@ -50,16 +52,27 @@ _PARTIAL_MARKER = ".headcap_synth_partial"
 Progress = Callable[[str, int, int], None]
 
 
+def check_counts(config) -> None:
+    """Upper bounds: a thread count or size libraries would crash or run out of memory on."""
+    from headcap.core.limits import check_count, check_threads
+
+    check_threads(config.threads, "synth: field 'threads'")
+    for name, high in (("cameras", 1024), ("frames", 100_000), ("calib_frames", 10_000), ("seed", 2**63 - 1)):
+        check_count(getattr(config, name), f"synth: field '{name}'", 0, high)
+
+
 @dataclass(frozen=True)
 class StudioConfig:
     cameras: int = 16
     """Number of rig cameras (ignored with `monocular`)."""
     frames: int = 30
+    """Number of frames."""
     resolution: int = 256
     """Image width and height in pixels."""
     noise: float = 0.0
     """Standard deviation of the Gaussian image noise, in units of full scale (0.01 = 2.55 levels)."""
     seed: int = 0
+    """Random seed (same seed, bit-identical files)."""
     monocular: bool = False
     """One moving camera instead of the rig."""
     scan: str | None = None
@@ -67,18 +80,22 @@ class StudioConfig:
     head: str = "default"
     """Head model spec for reconstruct.head_loaders.load_head_model: default | ict:PATH | flame:PATH | npz:PATH."""
     calib_frames: int = 10
+    """ChArUco board poses filmed per camera."""
     fps: float = 30.0
+    """Frame rate."""
     board: str = "auto"
     """ChArUco spec 'charuco:COLSxROWS:SQUARE:MARKER:DICT', or 'auto' (sized to the field of view)."""
     threads: int = 1
     """Torch/OpenMP threads while rendering (views are small; 1 avoids oversubscription)."""
     name: str = ""
+    """Session name recorded in session.json (default: synth_seed<SEED>)."""
 
     def __post_init__(self):
         for field_name, low in (("cameras", 1), ("frames", 1), ("resolution", 16), ("calib_frames", 0), ("threads", 1)):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"synth: field '{field_name}' must be an integer >= {low}, got {value!r}")
+        check_counts(self)
         if self.resolution > 4096:
             raise ValueError(f"synth: field 'resolution' must be <= 4096, got {self.resolution}")
         if not (isinstance(self.noise, (int, float)) and math.isfinite(self.noise) and 0 <= self.noise <= 0.5):
@@ -164,14 +181,31 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
             raise ValueError(f"synth: --out {out} already exists (pass --overwrite to replace a synthetic session)")
         if not ours:
             raise ValueError(f"synth: --out {out} exists and is not a session written by `{GENERATOR}`; refusing to replace it")
-    partial = out.with_name(out.name + ".partial")
+    partial = _partial_dir(out)
     if partial.exists():
         if not (partial / _PARTIAL_MARKER).is_file():
             raise ValueError(f"synth: {partial} exists and was not left by `{GENERATOR}`; remove it first")
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    (partial / _PARTIAL_MARKER).write_text("in progress\n")
+    write_json(partial / _PARTIAL_MARKER, {"state": "in progress"})
     return partial
+
+
+def _partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _old_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+def _marker_state(folder: Path) -> dict | None:
+    """The in-progress marker of a synth work folder (None: none or unreadable)."""
+    try:
+        data = read_json(folder / _PARTIAL_MARKER)
+    except (ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _is_synth_session(manifest: Path) -> bool:
@@ -182,15 +216,69 @@ def _is_synth_session(manifest: Path) -> bool:
     return isinstance(data, dict) and isinstance(data.get("extra"), dict) and data["extra"].get("generator") == GENERATOR
 
 
-def _commit(partial: Path, out: Path) -> None:
-    (partial / _PARTIAL_MARKER).unlink()
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(partial, out)
+def _commit(partial: Path, out: Path, config: StudioConfig) -> None:
+    """Swap the finished work folder into place. Each step is a rename or an atomic write, so a
+    crash at any line leaves either the old session or the new one (`_recover` finishes or undoes
+    the half-done commit): 1. the marker in the work folder says "complete" (with the config),
+    2. out -> .out.old, 3. work folder -> out, 4. remove .out.old, 5. remove the marker."""
+    write_json(partial / _PARTIAL_MARKER, {"state": "complete", "config": _config_record(config)})
+    kill_point("synth", "complete")
+    old = _old_dir(out)
+    if old.exists():
         shutil.rmtree(old)
-    else:
-        os.replace(partial, out)
+    if out.exists():
+        os.replace(out, old)
+        kill_point("synth", "old-moved")
+    os.replace(partial, out)
+    kill_point("synth", "renamed")
+    if old.exists():
+        shutil.rmtree(old)
+        kill_point("synth", "old-removed")
+    _fsync_dir(out.parent)
+
+
+def _finish(out: Path) -> None:
+    """The last step of a commit: the session at `out` loses its marker."""
+    (out / _PARTIAL_MARKER).unlink(missing_ok=True)
+    _fsync_dir(out)
+
+
+def _config_record(config: StudioConfig) -> dict:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def _recover(out: Path, log: Callable[[str], None]) -> dict | None:
+    """Finish or undo a commit that a crash interrupted (see _commit). Returns the config of a
+    session whose commit this finished (None when there was none)."""
+    partial, old = _partial_dir(out), _old_dir(out)
+    if old.exists() and not out.exists():
+        state = _marker_state(partial) if partial.is_dir() else None
+        if state is not None and state.get("state") == "complete":
+            os.replace(partial, out)
+        else:
+            os.replace(old, out)
+            log(f"synth: an earlier run was interrupted while replacing {out}; restored the previous session")
+    state = _marker_state(out) if out.is_dir() else None
+    if old.exists():
+        shutil.rmtree(old)
+    if state is not None and state.get("state") == "complete":
+        _finish(out)
+        log(f"synth: an earlier run was interrupted while committing {out}; finished its commit")
+        return state.get("config")
+    return None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _Threads:
@@ -206,12 +294,52 @@ class _Threads:
 
 
 def synthesize_session(config: StudioConfig, out: str | os.PathLike, progress: Progress | None = None,
-                       overwrite: bool = False) -> SynthResult:
+                       overwrite: bool = False, log: Callable[[str], None] | None = None) -> SynthResult:
     """Render and write a complete synthetic session to `out` (built in `out`.partial, renamed
-    into place when complete)."""
+    into place when complete), holding the output's lock (headcap.core.lock.OutputLock) throughout.
+
+    A run interrupted during an earlier commit is finished (or undone) first; if that commit was
+    of the same config, its session is the result and nothing is rendered again."""
+    import sys
     import time
 
+    from headcap.capture.session import read_session
+    from headcap.calib.rig_io import read_rig
+    from headcap.core.lock import OutputLock
+
     out = Path(out)
+    report = progress or (lambda stage, done, total: None)
+    log = log or (lambda message: print(message, file=sys.stderr))
+    timings: dict[str, float] = {}
+    with OutputLock(out, "headcap synth"):
+        if _recover(out, log) == _config_record(config):
+            timings.update(setup=0.0, render=0.0, calibration=0.0, write=0.0)
+            return SynthResult(out, read_session(out), read_rig(out / "rig.json"), timings)
+        with _Threads(config.threads):
+            tic = time.perf_counter()
+            model, texture, credits = _load_head(config)
+            scene = _build_scene(config, model, texture)
+            timings["setup"] = time.perf_counter() - tic
+            partial = _prepare_output(out, overwrite)
+            try:
+                _write_session(config, scene, partial, credits, report, timings)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+        kill_point("synth", "rendered")
+        _commit(partial, out, config)
+        session = read_session(out)
+        _finish(out)
+    return SynthResult(out, session, scene["rig"], timings)
+
+
+def render_session_into(config: StudioConfig, folder: str | os.PathLike,
+                        progress: Progress | None = None) -> dict[str, float]:
+    """Render the session into `folder`, an existing folder owned by the caller (a pipeline
+    stage's work folder, committed by the runner); returns the timings. No commit step."""
+    import time
+
+    folder = Path(folder)
     report = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
     with _Threads(config.threads):
@@ -219,17 +347,8 @@ def synthesize_session(config: StudioConfig, out: str | os.PathLike, progress: P
         model, texture, credits = _load_head(config)
         scene = _build_scene(config, model, texture)
         timings["setup"] = time.perf_counter() - tic
-        partial = _prepare_output(out, overwrite)
-        try:
-            _write_session(config, scene, partial, credits, report, timings)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    _commit(partial, out)
-    from headcap.capture.session import read_session
-
-    session = read_session(out)
-    return SynthResult(out, session, scene["rig"], timings)
+        _write_session(config, scene, folder, credits, report, timings)
+    return timings
 
 
 def _build_scene(config: StudioConfig, model, texture) -> dict:

@@ -1,0 +1,365 @@
+"""The stage runner: every headcap stage is a `Stage`; a `Pipeline` runs them in order under one
+output folder, caches each on (input artefacts, config, code version), skips what is up to date,
+resumes after a crash and records the resolved config and versions beside each stage's outputs.
+
+On disk, for a stage named `calibration` under the run folder ROOT:
+
+    ROOT/calibration/            the committed outputs + stage.json (key, config, versions, timing)
+    ROOT/calibration.partial/    the work folder while the stage runs (kept for a resumable stage)
+    ROOT/.calibration.old        the previous outputs, for the instant of the swap only
+    ROOT/.headcap.lock           one writer per ROOT (headcap.core.lock)
+
+Commit order (each step a rename or an atomic write, so a crash at any line leaves either the
+old or the new outputs, and the next run finishes or discards the half-done commit):
+1. write stage.json into the work folder (atomic), 2. rename ROOT/name to ROOT/.name.old,
+3. rename the work folder to ROOT/name, 4. remove ROOT/.name.old.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from headcap.core.extension import build_seconds
+from headcap.core.fileio import write_json
+from headcap.pipeline.fingerprint import canonical, code_fingerprint, digest, software_versions, tree_fingerprint
+from headcap.core.lock import FolderLock
+
+RECORD = "stage.json"
+MARKER = ".headcap-run"
+_KEY_FILE = ".stage-key"
+# Fault injection for the crash tests: HEADCAP_PIPELINE_KILL_AT=<stage>:<point> makes the process
+# SIGKILL itself at that point of the commit (points: COMMIT_POINTS).
+KILL_ENV = "HEADCAP_PIPELINE_KILL_AT"
+COMMIT_POINTS = ("work-done", "record-written", "old-moved", "committed")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline.
+
+    run(ctx) writes the stage's files into ctx.work_dir and may return a small JSON-ready summary
+    (kept in stage.json). `inputs` name earlier stages whose folders it reads (ctx.input_dir);
+    `files` are outside files or folders it reads, fingerprinted by content; `outputs` are files
+    (relative to the stage folder) it must produce; `code` names the modules whose source is the
+    stage's code version. A `resumable` stage keeps its work folder after a crash (same key) and
+    is expected to continue from the checkpoints it left there.
+    """
+
+    name: str
+    run: Callable[["StageContext"], dict | None]
+    config: object = None
+    inputs: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    outputs: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
+    resumable: bool = False
+    description: str = ""
+
+    def __post_init__(self):
+        if not self.name or self.name.startswith(".") or "/" in self.name or self.name.endswith(".partial"):
+            raise ValueError(f"pipeline: stage name {self.name!r} must be a plain folder name")
+
+
+@dataclass
+class StageContext:
+    """What a running stage sees: its config, its work folder, its inputs' folders, progress."""
+
+    stage: Stage
+    key: str
+    root: Path
+    work_dir: Path
+    console: object
+    resumed: bool = False
+
+    @property
+    def config(self):
+        return self.stage.config
+
+    def input_dir(self, name: str) -> Path:
+        if name not in self.stage.inputs:
+            raise KeyError(f"pipeline: stage {self.stage.name!r} did not declare input {name!r}")
+        return self.root / name
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+        """A progress bar; yields update(done, total=None, description=None)."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console) as bar:
+            task = bar.add_task(description, total=total)
+
+            def update(done: int, total: int | None = None, description: str | None = None) -> None:
+                changes = {"completed": done}
+                if total is not None:
+                    changes["total"] = total
+                if description is not None:
+                    changes["description"] = description
+                bar.update(task, **changes)
+
+            yield update
+
+
+@dataclass
+class StageResult:
+    name: str
+    key: str
+    status: str  # "ran" or "cached"
+    seconds: float
+    folder: Path
+    record: dict = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict:
+        return self.record.get("summary") or {}
+
+
+class Pipeline:
+    """Stages run in the given order under `root`; see the module docstring for the layout."""
+
+    def __init__(self, root: Path, stages: list[Stage], console=None, title: str = "headcap",
+                 own_root: bool = False):
+        """own_root=True: ROOT is the run's own folder (the demo's, a pipeline's --out); a
+        non-empty ROOT that no headcap run marked is refused. Otherwise ROOT is shared (a
+        session folder) and only the stages' own folders are touched."""
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline: duplicate stage names in {names}")
+        for i, stage in enumerate(stages):
+            for name in stage.inputs:
+                if name not in names[:i]:
+                    raise ValueError(f"pipeline: stage {stage.name!r} reads {name!r}, which is not an earlier stage")
+        self.root = Path(root)
+        self.stages = list(stages)
+        self.title = title
+        self.own_root = own_root
+        self._held: FolderLock | None = None
+        if console is None:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        self.console = console
+
+    # -- keys and status --------------------------------------------------------------------
+    def keys(self) -> dict[str, str]:
+        """Each stage's cache key: its config, code, outside files and its inputs' keys."""
+        keys: dict[str, str] = {}
+        for stage in self.stages:
+            keys[stage.name] = digest({
+                "stage": stage.name,
+                "config_type": _type_name(stage.config),
+                "config": stage.config,
+                "code": code_fingerprint(tuple(stage.code)) if stage.code else "",
+                "files": {os.fspath(p): tree_fingerprint(Path(p)) for p in stage.files},
+                "inputs": {name: keys[name] for name in stage.inputs},
+            })
+        return keys
+
+    def record(self, name: str) -> dict | None:
+        path = self.root / name / RECORD
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def is_current(self, stage: Stage, key: str) -> bool:
+        record = self.record(stage.name)
+        return (record is not None and record.get("key") == key
+                and all((self.root / stage.name / out).exists() for out in stage.outputs))
+
+    def status(self) -> dict[str, str]:
+        keys = self.keys()
+        return {s.name: ("up to date" if self.is_current(s, keys[s.name]) else "to run") for s in self.stages}
+
+    # -- running ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold(self) -> Iterator["Pipeline"]:
+        """Hold ROOT's lock across run() and whatever the caller writes after it (a report)."""
+        if self._held is not None:
+            yield self
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FolderLock(self.root, f"'{self.title}'") as lock:
+            self._held = lock
+            try:
+                self._claim_root()
+                yield self
+            finally:
+                self._held = None
+
+    def run(self, force: tuple[str, ...] = ()) -> dict[str, StageResult]:
+        """Run every stage that is not up to date (or is named in `force`), in order."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        unknown = set(force) - {s.name for s in self.stages}
+        if unknown:
+            raise ValueError(f"pipeline: --force names unknown stage(s) {sorted(unknown)}; stages: "
+                             f"{[s.name for s in self.stages]}")
+        results: dict[str, StageResult] = {}
+        with self.hold():
+            keys = self.keys()
+            n = len(self.stages)
+            for i, stage in enumerate(self.stages, 1):
+                key = keys[stage.name]
+                self._recover(stage, key)
+                label = f"[{i}/{n}] {stage.name}"
+                if stage.name not in force and self.is_current(stage, key):
+                    record = self.record(stage.name) or {}
+                    self.console.print(f"{label}: up to date (reusing {self.root / stage.name})")
+                    results[stage.name] = StageResult(stage.name, key, "cached", 0.0, self.root / stage.name, record)
+                    continue
+                what = f" - {stage.description}" if stage.description else ""
+                self.console.print(f"[bold]{label}[/]{what}")
+                results[stage.name] = self._run_stage(stage, key)
+            if self.own_root:
+                write_json(self.root / "pipeline.json", {
+                    "title": self.title,
+                    "stages": [{"name": r.name, "key": r.key, "status": r.status, "seconds": r.seconds}
+                               for r in results.values()],
+                    "finished": _now(),
+                })
+        return results
+
+    def _claim_root(self) -> None:
+        marker = self.root / MARKER
+        if not self.own_root or marker.is_file():
+            return
+        foreign = [p.name for p in self.root.iterdir() if p.name != ".headcap.lock"]
+        if foreign:
+            raise ValueError(f"{self.root}: folder is not empty and holds no earlier headcap run "
+                             f"({MARKER} missing; found {sorted(foreign)[:5]}); choose another output folder")
+        write_json(marker, {"title": self.title, "created": _now()})
+
+    def _run_stage(self, stage: Stage, key: str) -> StageResult:
+        final = self.root / stage.name
+        if final.exists() and not (final / RECORD).is_file():
+            raise ValueError(f"{final}: exists and was not written by a headcap stage ({RECORD} missing); "
+                             "refusing to replace it - move it away or choose another folder")
+        work = self._work_dir(stage)
+        resumed = False
+        if work.exists():
+            resumed = stage.resumable and _read_key(work) == key
+            if not resumed:
+                shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / _KEY_FILE).write_text(key)
+        ctx = StageContext(stage, key, self.root, work, self.console, resumed)
+        if resumed:
+            self.console.print(f"  resuming from the checkpoints in {work}")
+        started = _now()
+        built_before = build_seconds()
+        tic = time.perf_counter()
+        summary = stage.run(ctx)
+        building = build_seconds() - built_before  # a first-use kernel build is not the stage's time
+        seconds = time.perf_counter() - tic - building
+        missing = [out for out in stage.outputs if not (work / out).exists()]
+        if missing:
+            raise RuntimeError(f"pipeline: stage {stage.name!r} finished without writing {missing} in {work}")
+        _maybe_kill(stage.name, "work-done")
+        record = {
+            "stage": stage.name,
+            "key": key,
+            "config_type": _type_name(stage.config),
+            "config": canonical(stage.config),
+            "inputs": {name: (self.record(name) or {}).get("key") for name in stage.inputs},
+            "files": [os.fspath(p) for p in stage.files],
+            "versions": software_versions(),
+            "started": started,
+            "finished": _now(),
+            "seconds": seconds,
+            "kernel_build_seconds": building,
+            "summary": canonical(summary) if summary is not None else None,
+        }
+        (work / _KEY_FILE).unlink()
+        write_json(work / RECORD, record)
+        _maybe_kill(stage.name, "record-written")
+        self._commit(stage, work)
+        built = f" (+ {building:.1f} s building C++ kernels)" if building > 0 else ""
+        self.console.print(f"  {stage.name}: done in {seconds:.1f} s{built}")
+        return StageResult(stage.name, key, "ran", seconds, self.root / stage.name, record)
+
+    def _work_dir(self, stage: Stage) -> Path:
+        return self.root / f"{stage.name}.partial"
+
+    def _old_dir(self, stage: Stage) -> Path:
+        return self.root / f".{stage.name}.old"
+
+    def _commit(self, stage: Stage, work: Path) -> None:
+        final, old = self.root / stage.name, self._old_dir(stage)
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+            _maybe_kill(stage.name, "old-moved")
+        os.replace(work, final)
+        _maybe_kill(stage.name, "committed")
+        if old.exists():
+            shutil.rmtree(old)
+        _fsync_dir(self.root)
+
+    def _recover(self, stage: Stage, key: str) -> None:
+        """Finish or undo a commit that a crash interrupted (see the module docstring)."""
+        final, old, work = self.root / stage.name, self._old_dir(stage), self._work_dir(stage)
+        work_record = _read_json(work / RECORD)
+        if work_record is not None:
+            if work_record.get("key") == key:
+                self.console.print(f"  {stage.name}: finishing the commit a crash interrupted")
+                self._commit(stage, work)
+            else:
+                shutil.rmtree(work)
+        if old.exists():
+            if final.exists():
+                shutil.rmtree(old)
+            else:
+                os.replace(old, final)
+
+
+def _read_key(work: Path) -> str | None:
+    try:
+        return (work / _KEY_FILE).read_text().strip()
+    except OSError:
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _type_name(config) -> str | None:
+    return None if config is None else f"{type(config).__module__}.{type(config).__qualname__}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _maybe_kill(stage: str, point: str) -> None:
+    if os.environ.get(KILL_ENV) == f"{stage}:{point}":
+        os.kill(os.getpid(), signal.SIGKILL)
