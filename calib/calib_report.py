@@ -5,6 +5,8 @@ Files written into the report folder:
 - residual_histograms.png: per-camera histogram of corner reprojection errors
 - per_view_residuals.png: RMS per camera x frame (blank where the camera did not see the board)
 - coverage.png: per-camera heat-map of where the detected corners fell in the image
+- uncertainty.png: per-camera 1-sigma uncertainties (focal, principal point, distortion, centre,
+  rotation) against the thresholds that raise a warning
 - rig.png: 3D plot of the cameras (frusta) and every board pose, the rig's up axis vertical
 - report.json: the numbers behind all of it
 """
@@ -112,6 +114,42 @@ def plot_coverage(result: CalibrationResult, path: Path, dpi: int = 70, bins=(16
     plt.close(fig)
 
 
+UNCERTAINTY_PANELS = (("focal_pct", "focal length (%)"), ("principal_point_px", "principal point (px)"),
+                      ("distortion_px", "distortion at image corner (px)"), ("centre_mm", "centre (mm)"),
+                      ("rotation_deg", "rotation (deg)"))
+
+
+def plot_uncertainty(result: CalibrationResult, path: Path, dpi: int = 70) -> None:
+    """Bars of each camera's 1-sigma uncertainties, the warning threshold dashed, cameras beyond
+    it red (centre and rotation are relative to the reference camera)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cams = [c for c in result.rig.ids if c in result.uncertainty]
+    fig, axes = plt.subplots(1, len(UNCERTAINTY_PANELS), figsize=(3.2 * len(UNCERTAINTY_PANELS), 0.6 + 0.22 * max(len(cams), 4)),
+                             dpi=dpi, squeeze=False)
+    for ax, (key, label) in zip(axes[0], UNCERTAINTY_PANELS):
+        vals = np.array([result.uncertainty[c][key] for c in cams])
+        limit = result.thresholds.get(key)
+        colours = ["#d9534f" if limit is not None and v > limit else "#3a7ebf" for v in vals]
+        ax.barh(range(len(cams)), vals, color=colours)
+        if limit is not None:
+            ax.axvline(limit, color="k", ls="--", lw=1)
+        ax.set_yticks(range(len(cams)), cams, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=6)
+        if len(vals) and vals.max() > 0 and limit is not None and vals.max() > 20 * limit:
+            ax.set_xscale("log")
+    fig.suptitle("1-sigma uncertainty per camera (dashed: warning threshold; red: beyond it); centre and rotation "
+                 "within the rig", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def plot_rig(result: CalibrationResult, path: Path, board_size=None, dpi: int = 80) -> None:
     """3D plot of the calibrated cameras and every board pose, the rig's up axis vertical."""
     from headcap.calib.rig_plot import plot_rig_3d
@@ -129,6 +167,8 @@ def write_report(result: CalibrationResult, out_dir, board=None, title: str = "h
     plot_residual_histograms(result, out / "residual_histograms.png")
     plot_per_view(result, out / "per_view_residuals.png")
     plot_coverage(result, out / "coverage.png")
+    if result.uncertainty:
+        plot_uncertainty(result, out / "uncertainty.png")
     plot_rig(result, out / "rig.png", board.size if board is not None else None)
     summary = result.summary()
     summary["board"] = str(board) if board is not None else None
@@ -144,6 +184,21 @@ def write_report(result: CalibrationResult, out_dir, board=None, title: str = "h
         f"<td>{p['outliers']}</td><td>{p['coverage']:.0%}</td><td>{p['fx']:.2f}</td><td>{p['fy']:.2f}</td>"
         f"<td>{p['cx']:.2f}</td><td>{p['cy']:.2f}</td></tr>" for c, p in result.per_camera.items())
     warn = "".join(f"<li>{esc(w)}</li>" for w in result.warnings) or "<li>none</li>"
+    notes = "".join(f"<li>{esc(n)}</li>" for n in result.notes) or "<li>none: every parameter is determined by the data</li>"
+    unc_rows = "".join(
+        f"<tr><td>{esc(c)}</td><td>{u['focal_pct']:.3f}</td><td>{u['fx_px']:.2f} / {u['fy_px']:.2f}</td>"
+        f"<td>{u['principal_point_px']:.2f}</td><td>{u['distortion_px']:.2f}</td>"
+        f"<td>{', '.join(f'{v:.2g}' for v in u['distortion'])}</td><td>{u['centre_mm']:.2f}</td>"
+        f"<td>{u['rotation_deg']:.3f}</td><td>{esc(', '.join(result.uncertain.get(c, [])) or 'ok')}</td></tr>"
+        for c, u in result.uncertainty.items())
+    uncertainty_html = "" if not result.uncertainty else f"""<h2>Uncertainty (1 sigma)</h2>
+<p>From the covariance of the bundle adjustment (Gauss-Newton normal equations at the solution, Schur
+complement over the board poses), scaled by the corner noise ({result.noise_px:.3f} px per axis). Centres and
+rotations are within the rig (after the alignment calib.rig_compare makes: mean rotation, least-squares centres). Thresholds: {esc(json.dumps(result.thresholds))}.</p>
+<table><tr><th>camera</th><th>focal %</th><th>fx / fy px</th><th>principal point px</th><th>distortion px at corner</th>
+<th>distortion coefficients</th><th>centre mm</th><th>rotation deg</th><th>beyond threshold</th></tr>{unc_rows}</table>
+<img src="uncertainty.png">
+<h2>Priors (parameters the data cannot determine)</h2><ul>{notes}</ul>"""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style>
 </head><body><h1>{esc(title)}</h1>
@@ -152,6 +207,7 @@ def write_report(result: CalibrationResult, out_dir, board=None, title: str = "h
 <h2>Warnings</h2><ul>{warn}</ul>
 <h2>Cameras</h2><table><tr><th>camera</th><th>RMS px</th><th>views</th><th>corners</th><th>outliers</th>
 <th>coverage</th><th>fx</th><th>fy</th><th>cx</th><th>cy</th></tr>{rows}</table>
+{uncertainty_html}
 <h2>Rig and board poses</h2><img src="rig.png">
 <h2>Residual histograms</h2><img src="residual_histograms.png">
 <h2>Per-view residuals</h2><img src="per_view_residuals.png">

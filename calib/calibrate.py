@@ -9,6 +9,7 @@ RMS everywhere is OpenCV's definition: sqrt(mean over corners of |reprojection e
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -75,9 +76,9 @@ class CalibrationConfig:
     warn_distortion_px: float = 1.0
     """Warn when the lens distortion at the image corner is uncertain beyond this (px, 1 sigma)."""
     warn_centre_mm: float = 2.0
-    """Warn when a camera centre is uncertain beyond this (mm, 1 sigma, relative to the reference camera)."""
+    """Warn when a camera centre is uncertain beyond this (mm, 1 sigma, within the rig)."""
     warn_rotation_deg: float = 0.1
-    """Warn when a camera rotation is uncertain beyond this (degrees, 1 sigma, relative to the reference camera)."""
+    """Warn when a camera rotation is uncertain beyond this (degrees, 1 sigma, within the rig)."""
 
     def __post_init__(self):
         if self.distortion_model not in DISTORTION_MODELS:
@@ -113,12 +114,14 @@ class CalibrationResult:
     """Cameras whose uncertainties miss the warn_* thresholds, and which ones (--strict fails on these)."""
     noise_px: float = float("nan")
     """Per-axis corner noise sigma the uncertainties are scaled by."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """The warn_* thresholds the uncertainties were checked against."""
 
     def summary(self) -> dict:
         return {"rms_px": self.rms, "initial_rms_px": self.initial_rms, "cameras": self.per_camera,
                 "frames": len(self.world_from_board), "warnings": list(self.warnings), "rounds": self.rounds,
                 "uncertainty": self.uncertainty, "noise_px": self.noise_px, "priors": self.priors,
-                "notes": list(self.notes), "uncertain": self.uncertain}
+                "notes": list(self.notes), "uncertain": self.uncertain, "thresholds": self.thresholds}
 
 
 def _check_inputs(detections: dict[str, list[Detection]], config: CalibrationConfig):
@@ -284,7 +287,7 @@ def _calibrate_rig(detections, config, seed, progress) -> CalibrationResult:
     rig = rig.transformed(world_from_new)
     new_from_world = invert_rigid(world_from_new)
     boards = {f: new_from_world @ m for f, m in boards.items()}
-    uncertainty = camera_uncertainty(prob, x, cov, sizes, new_from_world[:3, :3], ref)
+    uncertainty = camera_uncertainty(prob, x, cov, sizes, new_from_world[:3, :3])
 
     per_camera = {}
     for c in cams:
@@ -303,7 +306,7 @@ def _calibrate_rig(detections, config, seed, progress) -> CalibrationResult:
     thresholds = Thresholds(config.warn_focal_pct, config.warn_principal_point_px, config.warn_distortion_px,
                             config.warn_centre_mm, config.warn_rotation_deg)
     pixels = {c: np.concatenate([o.pixels for o in obs if o.camera == c]) for c in cams}
-    more, uncertain = uncertainty_warnings(uncertainty, thresholds, pixels, sizes, frames_of, ref)
+    more, uncertain = uncertainty_warnings(uncertainty, thresholds, pixels, sizes, frames_of)
     warnings += more
     inl = np.concatenate([o.residuals[o.inlier] for o in obs])
     rms = float(np.sqrt(np.mean(np.sum(inl ** 2, axis=1))))
@@ -311,7 +314,7 @@ def _calibrate_rig(detections, config, seed, progress) -> CalibrationResult:
     return CalibrationResult(rig, boards, obs, per_camera, rms, initial_rms, warnings, rounds, dict(sizes),
                              uncertainty, [{"camera": p.camera, "name": p.name, "sigma": p.sigma,
                                             "data_sigma": p.data_sigma} for p in priors],
-                             prior_notes(priors), uncertain, noise)
+                             prior_notes(priors), uncertain, noise, dataclasses.asdict(thresholds))
 
 
 def _observe(prob: BundleProblem, x: np.ndarray, keep: np.ndarray, free: np.ndarray, config: CalibrationConfig,

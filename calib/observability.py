@@ -129,8 +129,7 @@ class Thresholds:
 
 
 def uncertainty_warnings(uncertainty: dict[str, dict], thresholds: Thresholds, pixels: dict[str, np.ndarray],
-                         sizes: dict[str, tuple[int, int]], frames_of: dict[str, set[str]],
-                         reference: str) -> tuple[list[str], dict[str, list[str]]]:
+                         sizes: dict[str, tuple[int, int]], frames_of: dict[str, set[str]]) -> tuple[list[str], dict[str, list[str]]]:
     """(warnings, {camera: names of the uncertainties that miss their thresholds}). pixels: every
     detected corner of a camera [N, 2]; frames_of: the frames each camera saw."""
     warnings, failing = [], {}
@@ -161,7 +160,7 @@ def uncertainty_warnings(uncertainty: dict[str, dict], thresholds: Thresholds, p
             bad.append("rotation")
             pose.append(f"rotation to {u['rotation_deg']:.2f} deg")
         if pose:
-            what += [p + f" (relative to {reference})" for p in pose]
+            what += pose
             shared = {o: len(frames_of[c] & frames_of[o]) for o in frames_of if o != c}
             best = sorted(shared, key=lambda o: -shared[o])[:2]
             advice.append(f"board poses it sees together with {' and '.join(best)} (it shares "

@@ -7,6 +7,11 @@
               "distortion_model": "opencv", "distortion": [k1, k2, p1, p2, k3],
               "cam_from_world": [[...4 rows of 4...]]}]}
 ```
+Optional per camera: "uncertainty", the calibration's 1-sigma uncertainties (calib.uncertainty:
+fx_px, fy_px, cx_px, cy_px, focal_pct, principal_point_px, distortion [per coefficient],
+distortion_px, centre_mm, rotation_deg, relative_to, ...); readers that do not know it ignore
+it, and `read_rig_uncertainty` returns it ({} when absent).
+
 `convention` is always "opencv" (x right, y down, z forward; pixel centres at integer
 coordinates); `units` is "m" (also accepted on read: "cm", "mm", converted to metres).
 """
@@ -23,8 +28,9 @@ SCHEMA_VERSION = 1
 UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 
 
-def rig_to_dict(rig: Rig) -> dict:
-    return {
+def rig_to_dict(rig: Rig, uncertainty: dict[str, dict] | None = None) -> dict:
+    """uncertainty: optional {camera id: {name: number or list}} stored per camera."""
+    out = {
         "schema_version": SCHEMA_VERSION,
         "convention": "opencv",
         "units": "m",
@@ -41,6 +47,10 @@ def rig_to_dict(rig: Rig) -> dict:
             for cam in rig
         ],
     }
+    for entry in out["cameras"]:
+        if uncertainty and entry["id"] in uncertainty:
+            entry["uncertainty"] = dict(uncertainty[entry["id"]])
+    return out
 
 
 def rig_from_dict(data, path="rig.json") -> Rig:
@@ -102,5 +112,30 @@ def read_rig(path) -> Rig:
     return rig_from_dict(read_json(path), path)
 
 
-def write_rig(rig: Rig, path) -> None:
-    write_json(path, rig_to_dict(rig))
+def write_rig(rig: Rig, path, uncertainty: dict[str, dict] | None = None) -> None:
+    write_json(path, rig_to_dict(rig, uncertainty))
+
+
+def rig_uncertainty_from_dict(data) -> dict[str, dict]:
+    """{camera id: uncertainty record} of the cameras that carry one; tolerant: anything that is
+    not a record of numbers, lists of numbers or strings is left out."""
+    out = {}
+    cams = data.get("cameras") if isinstance(data, dict) else None
+    for entry in cams if isinstance(cams, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        u = entry.get("uncertainty")
+        if isinstance(u, dict):
+            out[entry["id"]] = {k: v for k, v in u.items() if isinstance(k, str) and _plain(v)}
+    return out
+
+
+def _plain(v) -> bool:
+    if isinstance(v, list):
+        return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    return isinstance(v, (int, float, str)) and not isinstance(v, bool)
+
+
+def read_rig_uncertainty(path) -> dict[str, dict]:
+    """The optional per-camera uncertainties of a rig.json ({} when it has none)."""
+    return rig_uncertainty_from_dict(read_json(Path(path)))

@@ -4,15 +4,19 @@ complement over the board poses, and turned into the numbers a studio acts on (1
 principal point px, distortion (coefficients and their effect in px at the image corner), camera
 centre mm and rotation degrees.
 
-Gauge: the reference camera's pose is held during the solve, so centres and rotations are
-uncertain *relative to the reference camera* (whose own pose uncertainty is zero); they are
-rotated into the output world frame. Intrinsic uncertainties do not depend on the gauge.
+Gauge: the reference camera's pose is held during the solve, so the raw covariance says how well
+each camera is placed *relative to the reference camera*. The centres and rotations reported are
+instead those of the rig aligned to the truth as calib.rig_compare does (rotation by the mean of
+the orientation differences, then translation by the least-squares fit of the centres): the
+linearised alignment is applied to the joint covariance of every camera's centre and rotation, so
+no camera is special and the numbers predict `compare_rigs` errors. They are rotated into the
+output world frame. Intrinsic uncertainties do not depend on the gauge.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from headcap.calib.bundle import BundleProblem, matrix_to_rotvec, robust_weights, rotvec_to_matrix, schur_reduce
+from headcap.calib.bundle import BundleProblem, robust_weights, rotvec_to_matrix, schur_reduce
 
 __all__ = ["camera_covariance", "camera_uncertainty", "distortion_effect", "residual_sigma"]
 
@@ -86,27 +90,53 @@ def _pose_derivatives(pose_vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p[k] += h
         m[k] -= h
         dc[:, k] = (centre(p) - centre(m)) / (2 * h)
-        # world_from_cam rotation R^T perturbed on the left: exp([d]x) R0^T
-        rp = rotvec_to_matrix(p[None, :3])[0].T @ r0
-        rm = rotvec_to_matrix(m[None, :3])[0].T @ r0
-        dr[:, k] = (matrix_to_rotvec(rp) - matrix_to_rotvec(rm)) / (2 * h)
+        # world_from_cam rotation R^T perturbed on the left: exp([d]x) R0^T, d from the skew part
+        # (cv2.Rodrigues rounds rotations this small to zero)
+        dm = (rotvec_to_matrix(p[None, :3])[0].T - rotvec_to_matrix(m[None, :3])[0].T) @ r0 / (2 * h)
+        dr[:, k] = 0.5 * np.array([dm[2, 1] - dm[1, 2], dm[0, 2] - dm[2, 0], dm[1, 0] - dm[0, 1]])
     return dc, dr
 
 
+def aligned_pose_covariance(prob: BundleProblem, x: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Joint covariance [6C, 6C] of (centres [3C] then world rotation perturbations [3C]) of the
+    rig after the linearised rig_compare alignment (in the solve's frame): with d the reference
+    gauge errors, rotations become dr_i - mean(dr) and centres dc_i - mean(dc) + [c_i - c_mean]x mean(dr)."""
+    _, cam_vecs, _ = prob.unpack(x)
+    C, base = prob.C, prob.C * prob.ni
+    D = np.zeros((6 * C, 6 * C))  # (centres, rotations) from the pose parameters
+    centres = np.zeros((C, 3))
+    for i in range(C):
+        dc, dr = _pose_derivatives(cam_vecs[i])
+        D[3 * i:3 * i + 3, 6 * i:6 * i + 6] = dc
+        D[3 * C + 3 * i:3 * C + 3 * i + 3, 6 * i:6 * i + 6] = dr
+        centres[i] = -rotvec_to_matrix(cam_vecs[i][None, :3])[0].T @ cam_vecs[i, 3:]
+    P = np.eye(6 * C)
+    mean = np.kron(np.ones((C, C)) / C, np.eye(3))
+    P[:3 * C, :3 * C] -= mean
+    P[3 * C:, 3 * C:] -= mean
+    from headcap.calib.bundle import skew
+
+    lever = skew(centres - centres.mean(axis=0))  # [C, 3, 3]
+    P[:3 * C, 3 * C:] += np.concatenate([np.concatenate([lever[i] / C] * C, axis=1) for i in range(C)], axis=0)
+    poses = cov[base:, base:]
+    T = P @ D
+    return T @ poses @ T.T
+
+
 def camera_uncertainty(prob: BundleProblem, x: np.ndarray, cov: np.ndarray, sizes: dict[str, tuple[int, int]],
-                       world_rotation: np.ndarray | None = None, reference: str | None = None) -> dict[str, dict]:
+                       world_rotation: np.ndarray | None = None) -> dict[str, dict]:
     """Per camera, the 1-sigma numbers of `cov` (from camera_covariance). world_rotation: the
     rotation [3, 3] from the solve's frame into the output world (centres and rotations are
     expressed there). Returns {camera: {...}} with plain floats and lists (JSON-ready)."""
     intr, cam_vecs, _ = prob.unpack(x)
     ni = prob.ni
-    base = prob.C * ni
     rot = np.eye(3) if world_rotation is None else world_rotation
+    aligned = aligned_pose_covariance(prob, x, cov)
+    C = prob.C
     out = {}
     names = ["fx", "fy", "cx", "cy"]
     for i, c in enumerate(prob.cams):
         ii = np.arange(i * ni, (i + 1) * ni)
-        pi = base + np.arange(i * 6, (i + 1) * 6)
         ci = cov[np.ix_(ii, ii)]
         sd = np.sqrt(np.maximum(np.diag(ci), 0.0))
         fx, fy = intr[i, 0], intr[i, 1]
@@ -115,10 +145,9 @@ def camera_uncertainty(prob: BundleProblem, x: np.ndarray, cov: np.ndarray, size
         if ni > 4:
             de = distortion_effect(intr[i], prob.model, sizes[c])
             dist_px = float(np.sqrt(max(np.trace(de @ ci[4:, 4:] @ de.T), 0.0)))
-        dc, dr = _pose_derivatives(cam_vecs[i])
-        cp = cov[np.ix_(pi, pi)]
-        cov_centre = rot @ dc @ cp @ dc.T @ rot.T
-        cov_rot = rot @ dr @ cp @ dr.T @ rot.T
+        cov_centre = rot @ aligned[3 * i:3 * i + 3, 3 * i:3 * i + 3] @ rot.T
+        j = 3 * C + 3 * i
+        cov_rot = rot @ aligned[j:j + 3, j:j + 3] @ rot.T
         out[c] = {
             **{f"{n}_px": float(v) for n, v in zip(names, sd[:4])},
             "focal_pct": float(100 * max(sd[0] / fx, sd[1] / fy)),
@@ -131,6 +160,5 @@ def camera_uncertainty(prob: BundleProblem, x: np.ndarray, cov: np.ndarray, size
             "rotation_deg": float(np.degrees(np.sqrt(max(np.trace(cov_rot), 0.0)))),
             "rotation_axes_deg": [float(np.degrees(np.sqrt(max(v, 0.0)))) for v in np.diag(cov_rot)],
         }
-        if reference is not None:
-            out[c]["relative_to"] = reference
+        out[c]["relative_to"] = "rig"  # aligned as calib.rig_compare aligns
     return out

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--report", type=Path, default=None,
                    help="report folder (default: next to the rig, calibration_report/)")
     p.add_argument("--force", action="store_true", help="recompute even if the report folder is up to date")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any camera's 1-sigma uncertainty misses a --warn-* threshold "
+                        "(the rig and report are still written)")
     add_config_arguments(p, CalibrateStageConfig, skip=("solver",))
     add_config_arguments(p, CalibrationConfig, renames={"distortion_model": "--distortion"},
                          group_title="solver")
@@ -41,7 +44,7 @@ def run(args) -> int:
 
     from headcap.calib.boards import BoardSpec
     from headcap.calib.calibrate import CalibrationConfig
-    from headcap.calib.rig_io import read_rig, write_rig
+    from headcap.calib.rig_io import read_rig, read_rig_uncertainty, write_rig
     from headcap.core.fileio import read_json
     from headcap.pipeline import Pipeline
     from headcap.pipeline.cli_config import config_from_args, given_fields
@@ -66,7 +69,7 @@ def run(args) -> int:
     pipeline = Pipeline(report_dir.parent, [stage], console=console, title="headcap calibrate")
     with pipeline.hold():
         result = pipeline.run(force=(stage.name,) if args.force else ())[stage.name]
-        write_rig(read_rig(result.folder / "rig.json"), out)
+        write_rig(read_rig(result.folder / "rig.json"), out, read_rig_uncertainty(result.folder / "rig.json"))
         if session is not None:
             rel = os.path.relpath(out.resolve(), Path(session.root).resolve())
             if rel.startswith(".."):
@@ -76,15 +79,41 @@ def run(args) -> int:
                 session.save()
     summary = read_json(result.folder / "summary.json")
     table = Table(title=f"calibration: RMS {summary['rms_px']:.4f} px")
-    for col in ("camera", "RMS px", "views", "corners", "outliers", "coverage", "fx", "fy", "cx", "cy"):
+    unc = summary.get("uncertainty") or {}
+    uncertain = summary.get("uncertain") or {}
+    cols = ("camera", "RMS px", "views", "corners", "outliers", "coverage", "fx", "fy", "cx", "cy")
+    if unc:
+        cols += ("focal ±%", "pp ±px", "dist ±px", "centre ±mm", "rot ±deg")
+    for col in cols:
         table.add_column(col, justify="left" if col == "camera" else "right")
     for c, p in summary["cameras"].items():
-        table.add_row(escape(c), f"{p['rms_px']:.4f}", str(p["views"]), str(p["corners"]), str(p["outliers"]),
-                      f"{p['coverage']:.0%}", f"{p['fx']:.2f}", f"{p['fy']:.2f}", f"{p['cx']:.2f}", f"{p['cy']:.2f}")
+        row = [escape(c), f"{p['rms_px']:.4f}", str(p["views"]), str(p["corners"]), str(p["outliers"]),
+               f"{p['coverage']:.0%}", f"{p['fx']:.2f}", f"{p['fy']:.2f}", f"{p['cx']:.2f}", f"{p['cy']:.2f}"]
+        if unc:
+            u, bad = unc.get(c, {}), set(uncertain.get(c, []))
+
+            def cell(key, name, fmt, u=u, bad=bad):
+                text = format(u.get(key, float("nan")), fmt)
+                return f"[red]{text}[/]" if name in bad else text
+
+            row += [cell("focal_pct", "focal", ".3f"), cell("principal_point_px", "principal_point", ".2f"),
+                    cell("distortion_px", "distortion", ".2f"), cell("centre_mm", "centre", ".2f"),
+                    cell("rotation_deg", "rotation", ".3f")]
+        table.add_row(*row)
     # rich falls back to 80 columns when piped, which would squeeze every number to "…"
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if unc:
+        console.print(f"± columns: 1-sigma uncertainty (corner noise {summary.get('noise_px', float('nan')):.3f} px; "
+                      "centre and rotation within the rig)")
     if result.status == "cached":
+        for n in summary.get("notes", []):
+            console.print(f"note: {escape(n)}")
         for w in summary.get("warnings", []):
             console.print(f"[yellow]warning:[/] {w}")
     console.print(f"wrote {out} and {result.folder / 'index.html'}")
+    if args.strict and uncertain:
+        console.print("headcap calibrate: error: --strict: " + escape(
+            f"{len(uncertain)} camera(s) miss the uncertainty thresholds: "
+            + "; ".join(f"{c} ({', '.join(v)})" for c, v in uncertain.items())))
+        return 1
     return 0

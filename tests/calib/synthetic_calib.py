@@ -43,3 +43,43 @@ def rendered_detections(rig: Rig, spec: BoardSpec, poses: list[np.ndarray], rng:
             out[cam.id].append(d)
             truth[(cam.id, f"{j:03d}")] = visible
     return out, truth
+
+
+COVERAGE_BOARD = "charuco:8x6:0.04:0.03:DICT_5X5_100"
+
+
+def coverage_case(seed: int, n_cams: int, n_poses: int, width: int, noise_px: float = 0.3, config=None):
+    """A seeded ring rig (4:3 images, focal 0.9 x width, 120-degree arc) and projected board
+    corners with Gaussian noise, calibrated: (CalibrationResult, true Rig). Raises
+    CalibrationError when the seed's poses leave the camera graph in pieces."""
+    from headcap.calib.calibrate import CalibrationConfig, calibrate_rig
+    from headcap.calib.synthetic_boards import board_poses_facing, projected_detections
+
+    rng = np.random.default_rng(seed)
+    spec = BoardSpec.parse(COVERAGE_BOARD)
+    truth = ring_rig(n_cams, rng, width=width, height=width * 3 // 4, radius=0.8, focal=0.9 * width, arc_deg=120)
+    poses = board_poses_facing(truth, n_poses, spec, rng, spread_m=0.05, tilt_deg=35)
+    dets = projected_detections(truth, spec, poses, rng, noise_px=noise_px)
+    return calibrate_rig(dets, config or CalibrationConfig()), truth
+
+
+def standardised_errors(result, truth: Rig) -> dict[str, np.ndarray]:
+    """(estimate - truth) / reported 1 sigma per scalar parameter: "intrinsics" (fx, fy, cx, cy of
+    every camera), "distortion" (every coefficient the solve left free), "centre" (every axis of
+    every camera centre, after the calib.rig_compare alignment the uncertainty refers to)."""
+    from headcap.calib.rig_compare import compare_rigs
+
+    truth_from_est = compare_rigs(result.rig, truth).truth_from_estimated
+    rot = truth_from_est[:3, :3]
+    out: dict[str, list[float]] = {"intrinsics": [], "distortion": [], "centre": []}
+    for c in result.rig.ids:
+        u, est, true = result.uncertainty[c], result.rig[c], truth[c]
+        for name, (i, j) in (("fx", (0, 0)), ("fy", (1, 1)), ("cx", (0, 2)), ("cy", (1, 2))):
+            out["intrinsics"].append((est.K[i, j] - true.K[i, j]) / u[name + "_px"])
+        for a, b, s in zip(est.distortion, true.distortion, u["distortion"]):
+            if s > 0:
+                out["distortion"].append((a - b) / s)
+        err = rot @ est.centre + truth_from_est[:3, 3] - true.centre
+        sd = np.sqrt(np.diag(rot @ np.diag((np.array(u["centre_axes_mm"]) / 1000) ** 2) @ rot.T))
+        out["centre"] += list(err / sd)
+    return {k: np.array(v) for k, v in out.items()}

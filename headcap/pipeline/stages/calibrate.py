@@ -113,12 +113,14 @@ def calibrate_into(ctx: StageContext, source: Path, title: str) -> dict:
     ctx.console.print(f"  detected the board in {usable} of {total} images")
     with ctx.console.status("calibrating") as status:
         result = calibrate_rig(detections, config.solver, seed=seed, progress=lambda msg: status.update(msg))
-    write_rig(result.rig, ctx.work_dir / "rig.json")
+    write_rig(result.rig, ctx.work_dir / "rig.json", result.uncertainty)
     write_report(result, ctx.work_dir, spec, title=title,
                  detections_summary=[d.summary() for v in detections.values() for d in v])
     summary = result.summary()
     summary["board"] = str(spec)
     write_json(ctx.work_dir / "summary.json", summary)
+    for note in result.notes:
+        ctx.console.print(f"  calibration note: {note}")
     for warning in result.warnings:
         ctx.console.print(f"  [yellow]calibration warning[/]: {warning}")
     return {"rms_px": result.rms, "frames": len(result.world_from_board), "warnings": list(result.warnings)}
