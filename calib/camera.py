@@ -3,6 +3,7 @@ the conventions: OpenCV axes, metres, pixel centres at integer coordinates)."""
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -11,6 +12,13 @@ import torch
 from headcap.calib import projection
 from headcap.calib.conventions import invert_rigid  # noqa: F401  (re-exported: calib.camera.invert_rigid)
 from headcap.calib.projection import DISTORTION_MODELS
+
+
+#: image sides beyond this are not a camera (and their pixel grids would not fit in memory)
+MAX_IMAGE_SIDE = 1 << 16
+MAX_ID_LENGTH = 256
+#: control, format, surrogate and line/paragraph separator characters: ids are printed and written to text files
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 
 
 class CameraFieldError(ValueError):
@@ -74,10 +82,14 @@ class Camera:
         where = f"camera {self.id!r}"
         if not isinstance(self.id, str) or not self.id:
             raise CameraFieldError("id", f"camera: field 'id' must be a non-empty string, got {self.id!r}")
+        if len(self.id) > MAX_ID_LENGTH or any(unicodedata.category(ch) in _UNPRINTABLE for ch in self.id):
+            raise CameraFieldError("id", f"camera: field 'id' must be printable text of at most {MAX_ID_LENGTH} "
+                                         f"characters (no newlines or control characters), got {self.id[:200]!r}")
         for name in ("width", "height"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise CameraFieldError(name, f"{where}: field '{name}' must be a positive integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 < v <= MAX_IMAGE_SIDE:
+                raise CameraFieldError(name, f"{where}: field '{name}' must be an integer from 1 to {MAX_IMAGE_SIDE}, "
+                                             f"got {v!r}")
             object.__setattr__(self, name, int(v))
         K = _as_matrix(self.K, (3, 3), "K", where)
         if K[0, 0] <= 0 or K[1, 1] <= 0:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from headcap.calib.boards import BoardSpec
+from headcap.core.limits import check_image_file
 
 #: quality thresholds behind the flags (pixels unless stated)
 MIN_CORNERS = 6
@@ -242,6 +243,7 @@ def read_gray(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: calibration image not found")
+    check_image_file(path)  # a header claiming a huge size is refused before decoding
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"{path}: not a readable image")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from headcap.calib.camera import Camera, Rig, camera_error_field
-from headcap.core.fileio import FileFormatError, read_json, require, write_json
+from headcap.core.fileio import FileFormatError, numeric_array, read_json, require, write_json
 
 SCHEMA_VERSION = 1
 UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
@@ -101,10 +101,7 @@ def rig_from_dict(data, path="rig.json") -> Rig:
 
 
 def _matrix(value, path, field):
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise FileFormatError(path, field, f"not a numeric array: {value!r}") from None
+    return numeric_array(value, path, field)
 
 
 def read_rig(path) -> Rig:

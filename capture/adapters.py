@@ -166,6 +166,9 @@ def discover_nersemble(src: Path, sequence: str | None = None) -> Source:
         if sequence is None:
             names = sorted(p.name for p in (src / "sequences").iterdir() if p.is_dir() and p.name != "BACKGROUND")
             raise ValueError(f"{src}: a NeRSemble participant folder; choose a sequence with --sequence (one of {names})")
+        if (not isinstance(sequence, str) or not sequence or sequence in (".", "..")
+                or any(ch in sequence for ch in "/\\\0") or Path(sequence).is_absolute()):
+            raise ValueError(f"--sequence: expected the name of a folder in {src / 'sequences'}, got {sequence!r}")
         src = src / "sequences" / sequence
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such NeRSemble sequence folder")
@@ -222,7 +225,7 @@ def _read_nersemble_quiet(path: Path):
 def discover_nerfstudio(src: Path) -> Source:
     """transforms.json frames grouped by camera (`camera_id` or image stem) and timestep
     (`timestep_index` as VHAP writes it, else the frame's order within its camera)."""
-    from headcap.core.fileio import FileFormatError, read_json
+    from headcap.core.fileio import FileFormatError, read_json, safe_relative_path
     from headcap.calib.formats.nerfstudio import rig_from_transforms
     from headcap.capture.session import check_camera_id
 
@@ -240,7 +243,7 @@ def discover_nerfstudio(src: Path) -> Source:
         else:
             cam = check_camera_id(Path(file_path).stem, path, f"frames[{i}].file_path")
         cs = by_cam.setdefault(cam, CameraSource(cam))
-        image = root / file_path
+        image = safe_relative_path(root, file_path, path, f"frames[{i}].file_path")
         if not image.suffix:
             image = next((image.with_suffix(s) for s in IMAGE_SUFFIXES if image.with_suffix(s).is_file()), image)
         t = frame.get("timestep_index", len(cs.images))
@@ -248,8 +251,11 @@ def discover_nerfstudio(src: Path) -> Source:
             raise FileFormatError(path, f"frames[{i}].timestep_index", f"expected an integer, got {t!r}")
         cs.images.append(image)
         cs.frame_numbers.append(t)
-        mask = frame.get("mask_path") or frame.get("fg_mask_path")
-        cs.masks.append(root / mask if isinstance(mask, str) else None)
+        mask_key = "mask_path" if frame.get("mask_path") else "fg_mask_path"
+        mask = frame.get(mask_key)
+        if mask is not None and not isinstance(mask, str):
+            raise FileFormatError(path, f"frames[{i}].{mask_key}", f"expected a relative path, got {mask!r}")
+        cs.masks.append(safe_relative_path(root, mask, path, f"frames[{i}].{mask_key}") if mask else None)
     for cs in by_cam.values():
         order = np.argsort(cs.frame_numbers, kind="stable")
         cs.images = [cs.images[k] for k in order]

@@ -14,6 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
+from headcap.core.limits import check_image_bytes
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -219,6 +221,7 @@ def read_image(path, flags: int | None = None) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
     if data is None:
         raise ValueError(f"{path}: image file not found")
+    check_image_bytes(data[:65536].tobytes(), path)  # before decoding: a header may claim gigapixels
     image = cv2.imdecode(data, cv2.IMREAD_COLOR if flags is None else flags) if data.size else None
     if image is None:
         raise ValueError(f"{path}: unreadable image (corrupt or not an image)")

@@ -159,8 +159,9 @@ def _check_tree(data, path) -> None:
         elif isinstance(node, list):
             stack.extend((v, f"{name}[{i}]", depth + 1) for i, v in enumerate(node))
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) >= MAX_JSON_INT:
-            raise FileFormatError(path, name or "<root>", f"integer with {len(str(abs(node)))} digits is too large "
-                                  "(beyond 64 bits)")
+            digits = len(str(abs(node)))
+            shown = str(node) if digits <= 40 else f"{str(node)[:20]}... ({digits} digits)"
+            raise FileFormatError(path, name or "<root>", f"integer {shown} is too large (beyond 64 bits)")
 
 
 def _first_nonfinite(node, prefix: str = ""):

@@ -98,13 +98,14 @@ def _pil_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def check_image_size(width: int, height: int, where, limit: int | None = None) -> None:
+def check_image_size(width: int, height: int, where, limit: int | None = None,
+                     what: str = "the image header claims") -> None:
     limit = max_image_pixels() if limit is None else limit
     if width <= 0 or height <= 0:
-        raise LimitError(f"{where}: image header claims a size of {width}x{height} pixels")
+        raise LimitError(f"{where}: {what} a size of {width}x{height} pixels")
     if width * height > limit:
-        raise LimitError(f"{where}: image header claims {width}x{height} = {width * height:,} pixels, over the "
-                         f"limit of {limit:,} (raise HEADCAP_MAX_IMAGE_PIXELS to read it)")
+        raise LimitError(f"{where}: {what} {width}x{height} = {width * height:,} pixels, over the "
+                         f"limit of {limit:,} (raise HEADCAP_MAX_IMAGE_PIXELS to allow it)")
 
 
 def check_image_bytes(data: bytes, where) -> tuple[int, int] | None:

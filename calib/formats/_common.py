@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from headcap.calib.camera import Camera, Rig, camera_error_field
-from headcap.core.fileio import FileFormatError
+from headcap.calib.camera import MAX_IMAGE_SIDE, Camera, Rig, camera_error_field
+from headcap.core.fileio import FileFormatError, numeric_array
 
 #: OpenCV puts the centre of the top-left pixel at (0, 0); COLMAP and nerfstudio at (0.5, 0.5).
 #: principal point in those formats = headcap principal point + HALF_PIXEL.
@@ -33,10 +33,9 @@ def parse_matrix(value, shape: tuple[int, ...], path, field: str) -> np.ndarray:
     """A finite float64 array of exactly `shape` from a parsed file value."""
     if isinstance(value, (str, bytes, dict)) or value is None:
         raise FileFormatError(path, field, f"expected a numeric array of shape {shape}, got {short(value)}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise FileFormatError(path, field, f"expected a numeric array of shape {shape}, got {short(value)}") from None
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise FileFormatError(path, field, f"expected a numeric array of shape {shape}, got {short(value)}")
+    arr = value.astype(np.float64) if isinstance(value, np.ndarray) else numeric_array(value, path, field)
     if arr.shape != shape:
         raise FileFormatError(path, field, f"expected shape {shape}, got shape {arr.shape}: {short(value)}")
     if not np.all(np.isfinite(arr)):
@@ -53,8 +52,8 @@ def parse_number(value, path, field: str) -> float:
 def parse_size(value, path, field: str) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise FileFormatError(path, field, f"expected a positive integer image size, got {short(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 < value <= MAX_IMAGE_SIDE:
+        raise FileFormatError(path, field, f"expected an integer image size from 1 to {MAX_IMAGE_SIDE}, got {short(value)}")
     return int(value)
 
 

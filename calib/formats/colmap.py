@@ -320,15 +320,26 @@ def read_colmap_binary(folder) -> Rig:
 def write_colmap_binary(rig: Rig, folder) -> None:
     folder = Path(folder)
     cameras, images = _records(rig, folder, text=False)
+    ids = rig.ids
     cam = bytearray(struct.pack("<Q", len(cameras)))
     for cid, model, w, h, params in cameras:
-        cam += struct.pack("<iiQQ", cid, MODELS[model][0], w, h) + struct.pack("<" + "d" * len(params), *params)
+        cam += _pack(folder, ids[cid - 1], "WIDTH/HEIGHT/PARAMS", "<iiQQ" + "d" * len(params),
+                     cid, MODELS[model][0], w, h, *params)
     img = bytearray(struct.pack("<Q", len(images)))
     for image_id, q, t, cid, name in images:
-        img += struct.pack("<idddddddi", image_id, *q, *t, cid) + name.encode("utf-8") + b"\x00" + struct.pack("<Q", 0)
+        img += _pack(folder, name, "IMAGE_ID/QW..TZ/CAMERA_ID", "<idddddddi", image_id, *q, *t, cid)
+        img += name.encode("utf-8") + b"\x00" + struct.pack("<Q", 0)
     atomic_write_bytes(folder / "cameras.bin", bytes(cam))
     atomic_write_bytes(folder / "images.bin", bytes(img))
     atomic_write_bytes(folder / "points3D.bin", struct.pack("<Q", 0))
+
+
+def _pack(folder, camera_id: str, field: str, fmt: str, *values) -> bytes:
+    try:
+        return struct.pack(fmt, *values)
+    except (struct.error, OverflowError) as exc:
+        raise ExportError(folder, "colmap-bin", camera_id, field, f"a value does not fit COLMAP's binary "
+                          f"field ({exc}): {list(values)}") from None
 
 
 def read_colmap(folder) -> Rig:

@@ -129,6 +129,9 @@ def _frame_camera(meta: dict, frame: dict, i: int, model: str, path) -> Camera:
             values[key] = parse_number(_get(frame, meta, key), path, _where(frame, key, i))
         elif _get(frame, meta, angle_key) is not None:
             angle = parse_number(_get(frame, meta, angle_key), path, _where(frame, angle_key, i))
+            if not 0.0 < angle < math.pi:
+                raise FileFormatError(path, _where(frame, angle_key, i),
+                                      f"expected a field of view in radians in (0, pi), got {angle!r}")
             values[key] = 0.5 * size / math.tan(0.5 * angle)
         elif key == "fl_y" and "fl_x" in values:
             values[key] = values["fl_x"]

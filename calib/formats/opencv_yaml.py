@@ -28,6 +28,7 @@ significant digits, so a rig round-trips exactly.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -41,7 +42,42 @@ from headcap.calib.projection import DISTORTION_MODELS
 FORMAT = "opencv"
 
 
+#: nesting deeper than any camera file: cv2.FileStorage parses recursively in C and a deep enough
+#: file overflows the stack (a crash no exception handler can catch), so depth is checked first
+MAX_NESTING = 64
+#: indentation a YAML file may use before its nesting is counted as suspicious
+MAX_INDENT = 256
+
+
+def nesting_depth(text: str) -> int:
+    """An upper bound on the nesting depth cv2.FileStorage would recurse through: the deepest
+    bracket/brace or XML element nesting, or YAML block nesting (indentation plus leading '- ')."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    for match in re.finditer(r"<(/?)[A-Za-z_][^<>]*?(/?)>", text):
+        if match.group(1):
+            depth = max(0, depth - 1)
+        elif not match.group(2):
+            depth += 1
+            deepest = max(deepest, depth)
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        dashes = len(re.match(r"(?:-\s+)*", stripped).group(0).replace(" ", ""))
+        indent = len(line) - len(stripped)
+        deepest = max(deepest, dashes + (indent + 1) // 2 if indent <= MAX_INDENT else indent)
+    return deepest
+
+
 def _open(text: str, path) -> cv2.FileStorage:
+    depth = nesting_depth(text)
+    if depth > MAX_NESTING:
+        raise FileFormatError(path, "<file>", f"nested about {depth} levels deep, more than the {MAX_NESTING} "
+                              "a camera file needs (refused before parsing: OpenCV's parser would overflow the stack)")
     try:
         fs = cv2.FileStorage(text, cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
     except (cv2.error, SystemError) as exc:

@@ -45,8 +45,26 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
+def check_options(args) -> None:
+    """Counts and sizes checked before any file is read (libraries crash or exhaust memory on
+    absurd ones)."""
+    from headcap.capture.frame_size import parse_resize
+    from headcap.core.limits import check_count, check_image_size, check_threads
+
+    check_threads(args.workers, "--workers", low=0)
+    check_count(args.start, "--start", 0)
+    check_count(args.stride, "--stride", 1)
+    if args.end is not None and check_count(args.end, "--end", 1) <= args.start:
+        raise ValueError(f"--end {args.end}: must be greater than --start {args.start}")
+    if args.resize is not None:
+        width, height = parse_resize(args.resize, 1000, 1000)
+        check_image_size(width, height, f"--resize {args.resize}", what="asks for")
+
+
 def run(args) -> int:
     from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
+
+    check_options(args)
 
     config = IngestConfig(format=args.format, start=args.start, end=args.end, stride=args.stride,
                           resize=args.resize, image_format=args.image_format, jpeg_quality=args.jpeg_quality,

@@ -41,16 +41,18 @@ def load_rig(path: Path, fmt: str = "auto") -> Rig:
 
 
 def rig_table(rig: Rig, title: str):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    # ids and paths are data, not markup: "[bold]" in a camera id prints as written
+    table = Table(title=escape(title))
     for name in ("id", "size", "fx, fy", "cx, cy", "model", "distortion", "centre [m]", "fov [deg]"):
         table.add_column(name, no_wrap=True, justify="left" if name in ("id", "model", "distortion") else "right")
     for cam in rig:
         dist = " ".join(f"{v:+.3g}" for v in cam.distortion) or "-"
         c = cam.centre
         fov = cam.fov_degrees
-        table.add_row(cam.id, f"{cam.width}x{cam.height}", f"{cam.K[0, 0]:.1f} {cam.K[1, 1]:.1f}",
+        table.add_row(escape(cam.id), f"{cam.width}x{cam.height}", f"{cam.K[0, 0]:.1f} {cam.K[1, 1]:.1f}",
                       f"{cam.K[0, 2]:.1f} {cam.K[1, 2]:.1f}", cam.distortion_model, dist,
                       f"{c[0]:+.3f} {c[1]:+.3f} {c[2]:+.3f}", f"{fov[0]:.1f}x{fov[1]:.1f}")
     return table

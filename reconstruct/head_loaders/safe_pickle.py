@@ -21,6 +21,15 @@ class UnsafePickleError(ValueError):
     """The pickle names a global outside the allow-list, or has a shape we refuse."""
 
 
+#: distinct objects an unpickled model may hold (FLAME 2023 has a few hundred)
+MAX_NODES = 1_000_000
+#: objects counted once per reference: what a recursive walk such as `to_plain` visits. A few
+#: hundred bytes of pickle can share one list 60 levels deep, i.e. 2**60 nodes to walk.
+MAX_TREE_NODES = 10_000_000
+MAX_DEPTH = 100
+MAX_ARRAY_BYTES = 1 << 32
+
+
 class _Frozen(type):
     """Metaclass: a pickle's BUILD opcode cannot set attributes on these classes."""
 
@@ -102,6 +111,14 @@ def _numpy_global(name: str):
 def _ndarray_reconstruct(subtype, shape, dtype):
     if subtype is not np.ndarray:
         raise UnsafePickleError(f"refusing numpy _reconstruct of {subtype!r}")
+    try:
+        count = int(np.prod([int(n) for n in shape], dtype=object)) if isinstance(shape, tuple) else int(shape)
+        itemsize = np.dtype(dtype).itemsize
+    except (TypeError, ValueError) as exc:
+        raise UnsafePickleError(f"numpy _reconstruct with shape {shape!r}, dtype {dtype!r} ({exc})") from None
+    if count < 0 or count * itemsize > MAX_ARRAY_BYTES:
+        raise UnsafePickleError(f"numpy _reconstruct asks for shape {shape!r} of {dtype!r}, over the "
+                                f"{MAX_ARRAY_BYTES:,}-byte limit")
     return _numpy_global("_reconstruct")(np.ndarray, shape, dtype)
 
 
@@ -183,7 +200,63 @@ def load_model_pickle(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a readable model pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a pickled dict of model arrays, got {type(obj).__name__}")
+    check_graph(obj, str(path))
     return {str(k): to_plain(v, f"{path}:{k}") for k, v in obj.items()}
+
+
+def _children(node) -> list:
+    if isinstance(node, dict):
+        return [*node.keys(), *node.values()]
+    if isinstance(node, (list, tuple, set, frozenset)):
+        return list(node)
+    if isinstance(node, _StandIn):
+        state = getattr(node, "state", None)
+        return [] if state is None else [state]
+    return []
+
+
+def check_graph(root, where: str = "pickle") -> int:
+    """Refuse an unpickled object graph that is cyclic, nested deeper than MAX_DEPTH, holds more
+    than MAX_NODES distinct objects, or expands to more than MAX_TREE_NODES when every reference is
+    walked. Shared objects are sized once (memo by id), so the check itself is linear in the
+    distinct objects. Returns the expanded size."""
+    size: dict[int, int] = {}
+    on_path = {id(root)}
+    frames = [[root, _children(root), 0, 1]]
+    while frames:
+        frame = frames[-1]
+        node, kids, i, _ = frame
+        if i < len(kids):
+            frame[2] += 1
+            child = kids[i]
+            cid = id(child)
+            if cid in size:
+                frame[3] += size[cid]
+                continue
+            if cid in on_path:
+                raise UnsafePickleError(f"{where}: the pickled objects form a cycle (a container holds itself)")
+            grandkids = _children(child)
+            if not grandkids:
+                size[cid] = 1
+                frame[3] += 1
+            elif len(frames) >= MAX_DEPTH:
+                raise UnsafePickleError(f"{where}: pickled containers nested more than {MAX_DEPTH} levels deep")
+            else:
+                on_path.add(cid)
+                frames.append([child, grandkids, 0, 1])
+        else:
+            frames.pop()
+            on_path.discard(id(node))
+            total = frame[3]
+            size[id(node)] = total
+            if total > MAX_TREE_NODES:
+                raise UnsafePickleError(f"{where}: the pickle's shared references expand to more than "
+                                        f"{MAX_TREE_NODES:,} objects (a reference bomb, not model data)")
+            if frames:
+                frames[-1][3] += total
+        if len(size) > MAX_NODES:
+            raise UnsafePickleError(f"{where}: more than {MAX_NODES:,} distinct objects (not model data)")
+    return size.get(id(root), 1)
 
 
 def to_plain(value, where: str = "pickle"):
