@@ -1,0 +1,139 @@
+"""`headcap export INPUT --format glb|ply|splat-glb --out FILE`: files that engines and viewers load.
+
+- glb: the head mesh with ARKit-named morph targets, skeleton + skin and the tracked sequence as
+  an animation clip; INPUT is a session (its tracking, or the synthetic studio's ground truth)
+  or a sequence .npz. With a session, an albedo texture is baked from its calibrated frames.
+- ply / splat-glb: Gaussians as the reference 3DGS .ply or a KHR_gaussian_splatting .glb; INPUT
+  is a .ply or a folder holding gaussians.ply (the demo's splats stage, or the demo's folder).
+See docs/export.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+FORMATS = ("glb", "ply", "splat-glb")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a head (glTF with ARKit blendshapes, skeleton, animation) or splats (.ply, glTF)",
+        description="Write standard files for game engines and the web: a .glb head mesh with ARKit-named morph "
+                    "targets, a neck/jaw/eye skeleton with skinning, a baked albedo texture and the tracked "
+                    "sequence as an animation clip; or Gaussian splats as a 3DGS .ply or a .glb with "
+                    "KHR_gaussian_splatting. glTF files are +Y up, metres.")
+    parser.add_argument("input", type=Path, metavar="INPUT",
+                        help="session folder or sequence .npz (glb); .ply or folder with gaussians.ply (ply, splat-glb)")
+    parser.add_argument("--format", choices=FORMATS, required=True, help="what to write")
+    parser.add_argument("--out", type=Path, required=True, help="file to write")
+    parser.add_argument("--head-model", default=None, metavar="SPEC",
+                        help="head model spec (default | ict:PATH | flame:PATH | npz:PATH); default: the session's, "
+                             "else 'default'")
+    parser.add_argument("--texture-size", type=int, default=512, metavar="N",
+                        help="baked texture size in texels (glb from a session; 0: no texture) (default: 512)")
+    parser.add_argument("--bake-frames", default="0", metavar="LIST",
+                        help="comma-separated frames whose images are baked into the texture (default: 0)")
+    parser.set_defaults(handler=_run)
+
+
+def _find_ply(path: Path) -> Path:
+    if path.is_file():
+        return path
+    for rel in ("gaussians.ply", "splats/gaussians.ply"):
+        if (path / rel).is_file():
+            return path / rel
+    raise ValueError(f"{path}: no Gaussians found (looked for {path}/gaussians.ply and {path}/splats/gaussians.ply)")
+
+
+def _run(args) -> int:
+    if args.out.suffix.lower() != {"glb": ".glb", "ply": ".ply", "splat-glb": ".glb"}[args.format]:
+        raise ValueError(f"--out {args.out}: a --format {args.format} file should end in "
+                         f"{'.ply' if args.format == 'ply' else '.glb'}")
+    if not args.input.exists():
+        raise ValueError(f"{args.input}: no such file or folder")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "glb":
+        return _export_mesh(args)
+    from headcap.avatar.export.splats import read_ply, write_ply, write_splat_glb
+
+    source = _find_ply(args.input)
+    splats = read_ply(source)
+    if args.format == "ply":
+        write_ply(args.out, splats)
+        size = args.out.stat().st_size
+    else:
+        size = write_splat_glb(args.out, splats)
+    print(f"wrote {args.out}: {splats.count} Gaussians (SH degree {splats.sh_degree}) from {source}, {size / 1e6:.2f} MB")
+    return 0
+
+
+def _export_mesh(args) -> int:
+    import numpy as np
+
+    from headcap.avatar.export.gltf import export_head_glb
+    from headcap.avatar.export.sequence import find_sequence, read_sequence
+    from headcap.reconstruct.head_loaders import load_head_model
+
+    session = None
+    if args.input.is_dir():
+        from headcap.capture.session import read_session
+
+        sequence_path = find_sequence(args.input)
+        if (args.input / "session.json").is_file():
+            session = read_session(args.input)
+    else:
+        sequence_path = args.input
+    sequence = read_sequence(sequence_path)
+    spec = args.head_model
+    if spec is None:
+        spec = session.extra.get("head_model_spec", "default") if session is not None else "default"
+        if spec == "scan":
+            raise ValueError(f"{args.input}: this session films a rigid scan, not a head model; nothing to rig")
+    model = load_head_model(spec)
+    texture, coverage = None, None
+    if session is not None and args.texture_size > 0 and model.uvs is not None:
+        texture, coverage = _bake(session, model, sequence, args)
+    info = export_head_glb(model, args.out, sequence=sequence, texture=texture)
+    line = (f"wrote {args.out}: {info.vertices} vertices, {info.triangles} triangles, {len(info.morph_targets)} morph "
+            f"targets, joints {info.joints}, {info.frames} frames of animation, {info.bytes / 1e6:.2f} MB "
+            f"(head model {model.name!r}, sequence {sequence_path})")
+    if coverage is not None:
+        line += f"; texture {texture.shape[0]} px baked from {len(session.cameras)} cameras, {100 * coverage:.0f} % of texels seen"
+    print(line)
+    del np
+    return 0
+
+
+def _bake(session, model, sequence, args):
+    import cv2
+    import numpy as np
+    import torch
+
+    from headcap.avatar.export.sequence import sequence_for_model
+    from headcap.avatar.export.texture import bake_texture
+
+    rig = session.load_rig()
+    cameras = [rig[c] for c in session.cameras]
+    try:
+        frames = sorted({int(f) for f in args.bake_frames.split(",") if f.strip()})
+    except ValueError:
+        raise ValueError(f"--bake-frames {args.bake_frames!r}: expected comma-separated frame numbers") from None
+    bad = [f for f in frames if not 0 <= f < min(sequence.num_frames, session.frame_count)]
+    if bad or not frames:
+        raise ValueError(f"--bake-frames: frames {bad or frames} outside 0..{min(sequence.num_frames, session.frame_count) - 1}")
+    expression, rotations = sequence_for_model(sequence, model)
+    ident = torch.as_tensor(sequence.identity[None, : model.num_identity], dtype=torch.float64)
+    m64 = model.to(dtype=torch.float64)
+    inputs = []
+    for f in frames:
+        verts = m64(identity=ident, expression=torch.from_numpy(expression[f:f + 1]),
+                    joint_rotations=torch.from_numpy(rotations[f:f + 1]),
+                    world_from_head=torch.from_numpy(sequence.world_from_head[f])).vertices[0].numpy()
+        images = []
+        for cam in session.cameras:
+            bgr = cv2.imread(str(session.image_path(f, cam)))
+            if bgr is None:
+                raise ValueError(f"{session.image_path(f, cam)}: cannot read the image")
+            images.append(bgr[..., ::-1])
+        inputs.append((verts, cameras, images))
+    del np
+    return bake_texture(model, inputs, size=args.texture_size)
