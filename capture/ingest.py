@@ -8,7 +8,8 @@ resumes where it stopped):
    syntax and the camera of a resized image are capture/frame_size.py, which both use);
 2. sync: slots, drops, duplicates, offsets (capture/sync.py) and the output frame plan;
 3. colour: 3x4 matrices to the reference camera (capture/colour.py);
-4. write: frames, masks, rig.json, session.json into `<out>.partial/`, then one rename to `<out>`.
+4. write: frames, masks, rig.json, session.json into `<out>.partial/`, then the commit (`_commit`:
+   renames only, under the output's lock; docs/reliability.md).
 A failure on bad input removes `<out>.partial`; an interruption keeps it for the next run.
 """
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import Callable
 
 import numpy as np
 
+from headcap.core.faults import kill_point
 from headcap.core.fileio import read_json, write_json
 from headcap.capture import ingest_analysis as analysis_mod
 from headcap.capture.adapters import Source, discover
 from headcap.capture.colour import apply_colour
 from headcap.capture.frame_size import parse_resize
 from headcap.capture.masks import MatteConfig, matte
-from headcap.capture.session import FrameEntry, Session
+from headcap.capture.session import FrameEntry, Session, read_session
 from headcap.capture.video import _upright, iter_video, read_image, write_image
 
 STATE = ".ingest/state.json"
@@ -216,37 +218,138 @@ def _prepare_partial(out: Path, fingerprint: str, log) -> tuple[Path, dict]:
 
 def ingest(src, out, config: IngestConfig | None = None, hooks: IngestHooks | None = None,
            overwrite: bool = False) -> Session:
-    """Ingest `src` into the session folder `out`; returns the written Session."""
+    """Ingest `src` into the session folder `out`; returns the written Session.
+
+    Holds the output's lock (headcap.core.lock.OutputLock: `<parent>/.<name>.lock`) from the first
+    check to the end. `overwrite` replaces only a session headcap ingest wrote (its session.json
+    records the ingest), never SRC or a folder holding it. A commit that a crash interrupted is
+    finished or undone first (see `_commit`); if it was of the same inputs and options, its
+    session is the result.
+    """
+    from headcap.core.lock import OutputLock
+
     config = config or IngestConfig()
     hooks = hooks or IngestHooks()
     out = Path(out)
     _check_config(config)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
-    source = discover(src, config.format, Path(config.background) if config.background else None, config.sequence)
-    if config.calibration:
-        source.rig = _load_calibration(config.calibration)
-    partial, state = _prepare_partial(out, _fingerprint(source, config), hooks.log)
-    state_path = partial / STATE
-    try:
-        plate_cache: dict = {}
-        if "plan" not in state:
-            state.update(analysis_mod.analyse(source, config, hooks, plate_cache))
-            write_json(state_path, state)
-        session = _write(source, config, hooks, partial, state, plate_cache)
-    except ValueError:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        trash = out.with_name(out.name + ".replaced")
-        os.replace(out, trash)
-        os.replace(partial, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(partial, out)
-    shutil.rmtree(out / ".ingest", ignore_errors=True)
+    _check_not_source(src, out, config)
+    with OutputLock(out, "headcap ingest"):
+        source = discover(src, config.format, Path(config.background) if config.background else None,
+                          config.sequence)
+        if config.calibration:
+            source.rig = _load_calibration(config.calibration)
+        fingerprint = _fingerprint(source, config)
+        if _recover(out, hooks.log) == fingerprint:
+            return read_session(out)
+        if out.exists():
+            if not overwrite:
+                raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
+            if not _is_ingest_session(out) and not (out.is_dir() and not any(out.iterdir())):
+                raise ValueError(f"{out}: exists and is not a session written by headcap ingest "
+                                 "(its session.json does not record one); refusing to replace it")
+        partial, state = _prepare_partial(out, fingerprint, hooks.log)
+        state_path = partial / STATE
+        try:
+            plate_cache: dict = {}
+            if "plan" not in state:
+                state.update(analysis_mod.analyse(source, config, hooks, plate_cache))
+                write_json(state_path, state)
+            session = _write(source, config, hooks, partial, state, plate_cache)
+        except ValueError:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        kill_point("ingest", "written")
+        _commit(partial, out, state)
+        _finish(out)
     session.root = out
     return session
+
+
+def _check_not_source(src, out: Path, config: IngestConfig) -> None:
+    """--out must not be SRC, nor a folder holding SRC or the --calibration/--background it reads."""
+    target = Path(os.path.realpath(out))
+    reads = {"SRC": src, "--calibration": config.calibration, "--background": config.background}
+    for flag, path in reads.items():
+        if path is None:
+            continue
+        real = Path(os.path.realpath(path))
+        if real == target or target in real.parents:
+            raise ValueError(f"--out {out}: is or holds the input {flag} {path}; choose another output folder")
+
+
+def _is_ingest_session(folder: Path) -> bool:
+    try:
+        data = read_json(folder / "session.json")
+    except (ValueError, OSError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("extra"), dict) and isinstance(data["extra"].get("ingest"), dict)
+
+
+def _old_dirs(out: Path) -> list[Path]:
+    """Where a commit keeps the session it replaces (and the name older versions used)."""
+    return [out.with_name(f".{out.name}.old"), out.with_name(out.name + ".replaced")]
+
+
+def _read_state(folder: Path) -> dict | None:
+    try:
+        state = read_json(folder / STATE)
+    except (ValueError, OSError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _commit(partial: Path, out: Path, state: dict) -> None:
+    """Swap the finished work folder into place; each step is a rename or an atomic write, so a
+    crash at any line leaves either the old session or the new one, and `_recover` finishes or
+    undoes the half-done commit: 1. state.json says "complete", 2. out -> .out.old, 3. work folder
+    -> out, 4. remove .out.old, 5. (`_finish`) out/.ingest -> out/.ingest.done, removed."""
+    state["complete"] = True
+    write_json(partial / STATE, state)
+    kill_point("ingest", "complete")
+    old = _old_dirs(out)[0]
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+        kill_point("ingest", "old-moved")
+    os.replace(partial, out)
+    kill_point("ingest", "renamed")
+    if old.exists():
+        shutil.rmtree(old)
+        kill_point("ingest", "old-removed")
+
+
+def _finish(out: Path) -> None:
+    if (out / ".ingest").exists():
+        os.replace(out / ".ingest", out / ".ingest.done")
+        kill_point("ingest", "state-moved")
+    shutil.rmtree(out / ".ingest.done", ignore_errors=True)
+
+
+def _recover(out: Path, log) -> str | None:
+    """Finish or undo a commit a crash interrupted; returns the fingerprint of the ingest whose
+    commit this finished (None when there was none)."""
+    partial = out.with_name(out.name + ".partial")
+    for old in _old_dirs(out):
+        if not old.exists():
+            continue
+        if not out.exists():
+            state = _read_state(partial)
+            if state is not None and state.get("complete"):
+                os.replace(partial, out)
+            else:
+                os.replace(old, out)
+                log(f"{out}: an earlier ingest was interrupted while replacing it; restored the previous session")
+                continue
+        shutil.rmtree(old)
+    finished = None
+    state = _read_state(out) if out.is_dir() else None
+    if state is not None and state.get("complete"):
+        log(f"{out}: an earlier ingest was interrupted while committing it; finished its commit")
+        finished = state.get("fingerprint")
+    if out.is_dir() and ((out / ".ingest").exists() or (out / ".ingest.done").exists()):
+        _finish(out)
+    return finished
 
 
 def _verified_done(partial: Path, cameras: list[str], suffix: str, done: int, log) -> int:
