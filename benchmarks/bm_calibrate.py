@@ -5,6 +5,12 @@ graph), timed in the same run, both scored against the ground truth (calib.rig_c
 columns are the worst camera's errors after aligning each rig to the truth).
 
     python benchmarks/bm_calibrate.py [--frames 40] [--seeds 3]
+    python benchmarks/bm_calibrate.py --coverage [--seeds 20]
+
+--coverage sweeps synthetic rigs (128-1600 px, 4-16 cameras, 6-40 poses, projected corners with
+0.3 px noise, tests/calib/synthetic_calib.coverage_case) over seeds and prints how often the
+reported 1-sigma uncertainty covers the true error (a 1-sigma bound should: ~68%; 2 sigma ~95%),
+and how many cameras with a focal error beyond 1% were not flagged (must be 0).
 
 multical (PyPI 0.4.0) is not compared: it pins opencv-contrib-python 4.6 (which needs numpy<2,
 so it cannot share headcap's environment), and in a separate venv it does not import on
@@ -27,7 +33,7 @@ from headcap.calib.calibrate import CalibrationConfig, calibrate_rig, camera_gra
 from headcap.calib.camera import Camera, Rig  # noqa: E402
 from headcap.calib.rig_compare import compare_rigs  # noqa: E402
 from headcap.calib.synthetic_boards import board_poses_facing, projected_detections  # noqa: E402
-from synthetic_calib import ring_rig  # noqa: E402
+from synthetic_calib import coverage_case, ring_rig, standardised_errors  # noqa: E402
 
 BOARD = "charuco:14x10:0.035:0.026:DICT_5X5_100"
 
@@ -88,16 +94,68 @@ def run(frames: int, seed: int) -> dict:
             "rms_ours": ours.rms, "rms_cv": cv_rms, "ours": e_ours, "cv": e_cv}
 
 
+SWEEP = ((128, 4, 6), (128, 16, 40), (256, 4, 10), (256, 8, 12), (640, 8, 20), (640, 16, 12), (1600, 4, 40),
+         (1600, 16, 40))
+
+
+def coverage(seeds: int) -> None:
+    from headcap.calib.calibrate import CalibrationError
+
+    print(f"1-sigma coverage over {seeds} seeds per row (projected corners, 0.3 px noise); "
+          "'bad' = cameras with focal error > 1%, 'silent' = bad ones without a focal warning")
+    print(f"{'px':>5} {'cams':>4} {'poses':>5} {'runs':>4} | {'intr <1s':>8} {'<2s':>5} | {'centre <1s':>10} {'<2s':>5} | "
+          f"{'dist <1s':>8} | {'max focal err %':>15} {'bad':>4} {'silent':>6} {'s/run':>6}")
+    total = {"intrinsics": [], "centre": [], "distortion": []}
+    all_bad = all_silent = 0
+    for width, cams, poses in SWEEP:
+        z = {k: [] for k in total}
+        runs = bad = silent = 0
+        worst = 0.0
+        t = time.perf_counter()
+        for seed in range(seeds):
+            try:
+                res, truth = coverage_case(seed, cams, poses, width)
+            except CalibrationError:
+                continue
+            runs += 1
+            for k, v in standardised_errors(res, truth).items():
+                z[k].append(np.abs(v))
+            for row in compare_rigs(res.rig, truth).rows():
+                worst = max(worst, row["focal_error_pct"])
+                if row["focal_error_pct"] > 1.0:
+                    bad += 1
+                    silent += "focal" not in res.uncertain.get(row["camera"], [])
+        dt = (time.perf_counter() - t) / max(runs, 1)
+        cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in z.items()}
+        for k in total:
+            total[k].append(cat[k])
+        all_bad, all_silent = all_bad + bad, all_silent + silent
+        print(f"{width:>5} {cams:>4} {poses:>5} {runs:>4} | {np.mean(cat['intrinsics'] < 1):>8.1%} "
+              f"{np.mean(cat['intrinsics'] < 2):>5.1%} | {np.mean(cat['centre'] < 1):>10.1%} {np.mean(cat['centre'] < 2):>5.1%} | "
+              f"{np.mean(cat['distortion'] < 1):>8.1%} | {worst:>15.2f} {bad:>4} {silent:>6} {dt:>6.2f}")
+    a = {k: np.concatenate(v) for k, v in total.items()}
+    print(f"all: intrinsics {np.mean(a['intrinsics'] < 1):.1%} within 1 sigma ({np.mean(a['intrinsics'] < 2):.1%} within 2, "
+          f"{len(a['intrinsics'])} values), centres {np.mean(a['centre'] < 1):.1%} ({np.mean(a['centre'] < 2):.1%}, "
+          f"{len(a['centre'])}), distortion {np.mean(a['distortion'] < 1):.1%}; focal > 1%: {all_bad} cameras, "
+          f"{all_silent} without a warning")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--coverage", action="store_true", help="the uncertainty coverage sweep instead of the timing")
     args = ap.parse_args()
+    if args.coverage:
+        coverage(args.seeds)
+        return
     print(f"16 cameras x {args.frames} frames, 1600x1200, board {BOARD}, noise 0.3 px/axis, 0.5% outliers")
     print(f"{'seed':>4} {'corners':>7} | {'method':<22} {'time s':>7} {'RMS px':>7} {'focal %':>8} {'pp px':>6} "
           f"{'centre mm':>9} {'rot deg':>8}")
+    ratios = []
     for seed in range(1, args.seeds + 1):
         r = run(args.frames, seed)
+        ratios.append(r["t_ours"] / r["t_cv"])
         for name, key, t, rms in (("headcap BA", "ours", r["t_ours"], r["rms_ours"]),
                                   ("cv2 calib+stereo chain", "cv", r["t_cv"], r["rms_cv"])):
             e = r[key]
@@ -105,6 +163,7 @@ def main() -> None:
                   f"{e['principal_point_error_px']:>6.2f} {e['centre_error_mm']:>9.2f} {e['rotation_error_deg']:>8.4f}")
         print(f"     speed ratio headcap/OpenCV: {r['t_ours'] / r['t_cv']:.2f}x time "
               f"(OpenCV RMS is its per-camera figure; its chain never re-solves intrinsics with the rig)")
+    print(f"median time ratio headcap/OpenCV over {len(ratios)} seeds: {np.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -163,8 +163,8 @@ def uncertainty_warnings(uncertainty: dict[str, dict], thresholds: Thresholds, p
             what += pose
             shared = {o: len(frames_of[c] & frames_of[o]) for o in frames_of if o != c}
             best = sorted(shared, key=lambda o: -shared[o])[:2]
-            advice.append(f"board poses it sees together with {' and '.join(best)} (it shares "
-                          f"{', '.join(f'{shared[o]} with {o}' for o in best)} frames), closer to it")
+            advice.append(f"board poses it sees together with {' and '.join(best)} (shared frames so far: "
+                          f"{', '.join(f'{shared[o]} with {o}' for o in best)}), closer to it")
         if bad:
             failing[c] = bad
             warnings.append(f"camera {c!r}: {', '.join(what)} uncertain (1 sigma); add {'; '.join(advice)}")

@@ -241,8 +241,18 @@ def test_cli_folder_and_session(rendered, tmp_path):
     assert compare_rigs(rig, gt).values("focal_error_pct").max() < 3.0
     report = json.loads((tmp_path / "a" / "calibration_report" / "report.json").read_text())
     assert set(report["cameras"]) == set(gt.ids) and report["rms_px"] < 0.5
-    for name in ("rig.png", "coverage.png", "residual_histograms.png", "per_view_residuals.png", "index.html"):
+    for name in ("rig.png", "coverage.png", "residual_histograms.png", "per_view_residuals.png", "uncertainty.png",
+                 "index.html"):
         assert (tmp_path / "a" / "calibration_report" / name).stat().st_size > 1000
+    # the rig file carries the 1-sigma uncertainties; --strict (a cached rerun) exits 1 exactly
+    # when a camera misses a threshold
+    from headcap.calib.rig_io import read_rig_uncertainty
+
+    unc = read_rig_uncertainty(tmp_path / "a" / "rig.json")
+    assert set(unc) == set(gt.ids) and all(u["focal_pct"] > 0 for u in unc.values())
+    assert "Uncertainty (1 sigma)" in (tmp_path / "a" / "calibration_report" / "index.html").read_text()
+    assert main(["calibrate", str(root / "calibration"), "--board", RENDER_BOARD, "--out", str(tmp_path / "a" / "rig.json"),
+                 "--fix-k3", "--strict"]) == (1 if report["uncertain"] else 0)
     # session layout: session.json lists the images; the session then points at the rig
     Session(root, "s", 30.0, gt.ids, [], calibration=calib_lists).save()
     assert main(["calibrate", str(root), "--board", RENDER_BOARD, "--fix-k3", "--world", "centroid"]) == 0
