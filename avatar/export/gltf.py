@@ -159,29 +159,40 @@ def _encode_png(image: np.ndarray) -> bytes:
 
 def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | None = None,
                     identity: np.ndarray | None = None, texture: np.ndarray | None = None,
-                    name: str = "headcap_head") -> MeshExport:
+                    splats=None, name: str = "headcap_head") -> MeshExport:
     """Write the head model as a .glb (module docstring).
 
     model: a HeadModel; sequence: the tracked parameters (its identity is used unless `identity`
     is given), written as one animation clip "sequence" and posing the file at frame 0;
     texture: [H, W, 3|4] uint8 albedo in the model's UV layout (needs model.uvs).
+    splats: an avatar.export.splat_rig.BoundSplats: write the Gaussians instead of the triangle
+    mesh, as a KHR_gaussian_splatting POINTS primitive skinned and morphed like the vertex each
+    Gaussian is bound to (docs/export.md says which viewers animate it).
     """
     if identity is None and sequence is not None:
         identity = sequence.identity
     rest, joints = head_mesh_arrays(model, identity)
-    layout = vertex_layout(model)
-    vmap = layout.vertex_map
     builder = GltfBuilder()
     doc = builder.doc
+    layout = None
+    if splats is None:
+        layout = vertex_layout(model)
+        vmap = layout.vertex_map
+        attributes = {
+            "POSITION": builder.accessor(rest[vmap].astype(np.float32), target=ARRAY_BUFFER, min_max=True),
+            "NORMAL": builder.accessor(_vertex_normals(rest, model.faces.cpu().numpy())[vmap].astype(np.float32),
+                                       target=ARRAY_BUFFER),
+        }
+        if layout.uvs is not None:
+            attributes["TEXCOORD_0"] = builder.accessor(layout.uvs.astype(np.float32), target=ARRAY_BUFFER)
+    else:
+        from headcap.avatar.export.splats import splat_attributes
 
-    positions = rest[vmap].astype(np.float32)
-    attributes = {
-        "POSITION": builder.accessor(positions, target=ARRAY_BUFFER, min_max=True),
-        "NORMAL": builder.accessor(_vertex_normals(rest, model.faces.cpu().numpy())[vmap].astype(np.float32),
-                                   target=ARRAY_BUFFER),
-    }
-    if layout.uvs is not None:
-        attributes["TEXCOORD_0"] = builder.accessor(layout.uvs.astype(np.float32), target=ARRAY_BUFFER)
+        if texture is not None:
+            raise ValueError("export_head_glb: a texture applies to the mesh, not to splats")
+        vmap = splats.vertex_ids
+        attributes = splat_attributes(builder, splats.canonical)
+        doc["extensionsUsed"] = ["KHR_gaussian_splatting"]
 
     target_names = list(model.expression_names)
     basis = model.expression_basis.detach().cpu().double().numpy()
@@ -202,23 +213,18 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
         attributes["JOINTS_0"] = builder.accessor(joint_ids, target=ARRAY_BUFFER)
         attributes["WEIGHTS_0"] = builder.accessor(weights, target=ARRAY_BUFFER)
 
-    primitive = {"attributes": attributes, "mode": 4,
-                 "indices": builder.accessor(layout.indices.reshape(-1).astype(np.uint32), target=ELEMENT_ARRAY_BUFFER,
-                                             min_max=False)}
+    if splats is None:
+        primitive = {"attributes": attributes, "mode": 4,
+                     "indices": builder.accessor(layout.indices.reshape(-1).astype(np.uint32),
+                                                 target=ELEMENT_ARRAY_BUFFER)}
+        primitive["material"] = _add_material(builder, model, texture, layout)
+    else:
+        from headcap.avatar.export.splats import SPLAT_EXTENSION
+
+        primitive = {"attributes": attributes, "mode": 0,
+                     "extensions": {"KHR_gaussian_splatting": dict(SPLAT_EXTENSION)}}
     if targets:
         primitive["targets"] = targets
-    material = {"name": "skin", "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 0.8}}
-    if texture is not None:
-        if layout.uvs is None:
-            raise ValueError(f"export_head_glb: a texture needs UVs, and head model {model.name!r} has none")
-        image = builder.image(_encode_png(texture))
-        doc["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
-        doc["textures"] = [{"sampler": 0, "source": image}]
-        material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0, "texCoord": 0}
-    else:
-        material["pbrMetallicRoughness"]["baseColorFactor"] = [0.8, 0.62, 0.52, 1.0]
-    doc["materials"] = [material]
-    primitive["material"] = 0
     mesh = {"name": name, "primitives": [primitive]}
     if targets:
         mesh["weights"] = [0.0] * len(targets)
@@ -279,8 +285,24 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
 
     data = builder.glb()
     write_glb_bytes(path, data)
-    return MeshExport(Path(path), len(vmap), len(layout.indices), target_names, list(model.joint_names),
+    return MeshExport(Path(path), len(vmap), 0 if layout is None else len(layout.indices), target_names, list(model.joint_names),
                       0 if sequence is None else sequence.num_frames, len(data), dropped)
+
+
+def _add_material(builder: GltfBuilder, model, texture, layout: VertexLayout) -> int:
+    doc = builder.doc
+    material = {"name": "skin", "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 0.8}}
+    if texture is not None:
+        if layout.uvs is None:
+            raise ValueError(f"export_head_glb: a texture needs UVs, and head model {model.name!r} has none")
+        image = builder.image(_encode_png(texture))
+        doc["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
+        doc["textures"] = [{"sampler": 0, "source": image}]
+        material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0, "texCoord": 0}
+    else:
+        material["pbrMetallicRoughness"]["baseColorFactor"] = [0.8, 0.62, 0.52, 1.0]
+    doc["materials"] = [material]
+    return 0
 
 
 def _add_animation(builder: GltfBuilder, sequence: HeadSequence, expression: np.ndarray, rotations: np.ndarray,

@@ -32,6 +32,12 @@ def register(subparsers) -> None:
                         help="baked texture size in texels (glb from a session; 0: no texture) (default: 512)")
     parser.add_argument("--bake-frames", default="0", metavar="LIST",
                         help="comma-separated frames whose images are baked into the texture (default: 0)")
+    parser.add_argument("--sequence", type=Path, default=None, metavar="PATH",
+                        help="ply / splat-glb: animate the Gaussians with this tracked sequence (session folder or "
+                             "sequence .npz): splat-glb gets the head's skeleton, skin, morph targets and animation on "
+                             "its splat primitive; ply writes the canonical set plus one posed .ply per frame")
+    parser.add_argument("--splat-frame", type=int, default=0, metavar="N",
+                        help="frame of the sequence the Gaussians were fitted at (default: 0)")
     parser.set_defaults(handler=_run)
 
 
@@ -57,6 +63,8 @@ def _run(args) -> int:
 
     source = _find_ply(args.input)
     splats = read_ply(source)
+    if args.sequence is not None:
+        return _export_animated_splats(args, splats, source)
     if args.format == "ply":
         write_ply(args.out, splats)
         size = args.out.stat().st_size
@@ -66,29 +74,56 @@ def _run(args) -> int:
     return 0
 
 
-def _export_mesh(args) -> int:
-    import numpy as np
-
-    from headcap.avatar.export.gltf import export_head_glb
+def _load_sequence_and_model(path: Path, spec: str | None):
     from headcap.avatar.export.sequence import find_sequence, read_sequence
     from headcap.reconstruct.head_loaders import load_head_model
 
     session = None
-    if args.input.is_dir():
+    if path.is_dir():
         from headcap.capture.session import read_session
 
-        sequence_path = find_sequence(args.input)
-        if (args.input / "session.json").is_file():
-            session = read_session(args.input)
+        sequence_path = find_sequence(path)
+        if (path / "session.json").is_file():
+            session = read_session(path)
+    elif path.is_file():
+        sequence_path = path
     else:
-        sequence_path = args.input
+        raise ValueError(f"{path}: no such file or folder")
     sequence = read_sequence(sequence_path)
-    spec = args.head_model
     if spec is None:
         spec = session.extra.get("head_model_spec", "default") if session is not None else "default"
         if spec == "scan":
-            raise ValueError(f"{args.input}: this session films a rigid scan, not a head model; nothing to rig")
-    model = load_head_model(spec)
+            raise ValueError(f"{path}: this session films a rigid scan, not a head model; nothing to rig")
+    return session, sequence_path, sequence, load_head_model(spec)
+
+
+def _export_animated_splats(args, splats, source) -> int:
+    from headcap.avatar.export.gltf import export_head_glb
+    from headcap.avatar.export.splat_rig import bind_splats, pose_splats
+    from headcap.avatar.export.splats import write_ply
+
+    _, sequence_path, sequence, model = _load_sequence_and_model(args.sequence, args.head_model)
+    bound = bind_splats(model, splats, sequence, args.splat_frame)
+    if args.format == "splat-glb":
+        info = export_head_glb(model, args.out, sequence=sequence, splats=bound, name="headcap_splats")
+        print(f"wrote {args.out}: {splats.count} Gaussians bound to head model {model.name!r}, skinned to "
+              f"{info.joints}, {len(info.morph_targets)} morph targets, {info.frames} frames of animation, "
+              f"{info.bytes / 1e6:.2f} MB (sequence {sequence_path})")
+        return 0
+    write_ply(args.out, bound.canonical)
+    folder = args.out.with_suffix("")
+    folder.mkdir(exist_ok=True)
+    for frame in range(sequence.num_frames):
+        write_ply(folder / f"{frame:06d}.ply", pose_splats(model, bound, sequence, frame))
+    print(f"wrote {args.out} (canonical, head frame) and {sequence.num_frames} posed frames in {folder}/: "
+          f"{splats.count} Gaussians (sequence {sequence_path})")
+    return 0
+
+
+def _export_mesh(args) -> int:
+    from headcap.avatar.export.gltf import export_head_glb
+
+    session, sequence_path, sequence, model = _load_sequence_and_model(args.input, args.head_model)
     texture, coverage = None, None
     if session is not None and args.texture_size > 0 and model.uvs is not None:
         texture, coverage = _bake(session, model, sequence, args)
@@ -99,7 +134,6 @@ def _export_mesh(args) -> int:
     if coverage is not None:
         line += f"; texture {texture.shape[0]} px baked from {len(session.cameras)} cameras, {100 * coverage:.0f} % of texels seen"
     print(line)
-    del np
     return 0
 
 

@@ -11,7 +11,12 @@ from headcap.avatar.export.glb import read_glb
 from headcap.avatar.export.gltf import export_head_glb
 from headcap.avatar.export.splats import Splats, write_splat_glb
 from headcap.reconstruct.head_loaders import load_head_model, load_ict_facekit
-from test_export_gltf import random_sequence
+from headcap.avatar.export.splat_rig import bind_splats
+from test_export_gltf import model_vertices, random_sequence
+
+
+def evaluate_head(model, seq, frame):
+    return model_vertices(model, seq, frame)
 
 SPLAT_PREFIX = "KHR_gaussian_splatting:"
 
@@ -59,8 +64,17 @@ def test_splat_export_errors_are_only_the_extension_semantics_the_validator_does
                         rng.normal(size=n), rng.normal(size=(n, k, 3)) * 0.3)
         write_splat_glb(tmp_path / name, splats)
         _renamed_copy(tmp_path / name, tmp_path / ("renamed_" + name))
-    reports = validate(*(tmp_path / f for f in ("dc.glb", "sh3.glb", "renamed_dc.glb", "renamed_sh3.glb")))
-    for report in reports[:2]:
+    # splats skinned and morphed with the head (bound to vertices of frame 1 of a sequence)
+    head = load_head_model("default")
+    seq = random_sequence(head, 3)
+    verts = evaluate_head(head, seq, 1)
+    splats = Splats(verts[rng.integers(0, len(verts), n)], rng.normal(size=(n, 4)), np.full((n, 3), -6.0),
+                    rng.normal(size=n), rng.normal(size=(n, 4, 3)) * 0.3)
+    export_head_glb(head, tmp_path / "animated.glb", sequence=seq, splats=bind_splats(head, splats, seq, 1))
+    _renamed_copy(tmp_path / "animated.glb", tmp_path / "renamed_animated.glb")
+    names = ("dc.glb", "sh3.glb", "animated.glb", "renamed_dc.glb", "renamed_sh3.glb", "renamed_animated.glb")
+    reports = validate(*(tmp_path / f for f in names))
+    for report in reports[:3]:
         # gltf-validator 2.0.0-dev.3.10 (the newest on npm) predates KHR_gaussian_splatting: it reports
         # the extension as unsupported (info) and each of its attribute semantics as an invalid name
         errors = _errors(report)
@@ -68,5 +82,5 @@ def test_splat_export_errors_are_only_the_extension_semantics_the_validator_does
         assert {e["code"] for e in errors} == {"MESH_PRIMITIVE_INVALID_ATTRIBUTE"}, errors[:3]
         assert all(e["pointer"].split("/attributes/")[1].startswith(SPLAT_PREFIX) for e in errors)
         assert report["issues"]["numWarnings"] == 0
-    for report in reports[2:]:
+    for report in reports[3:]:
         assert report["issues"]["numErrors"] == 0 and report["issues"]["numWarnings"] == 0, report["issues"]["messages"][:5]

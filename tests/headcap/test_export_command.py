@@ -102,3 +102,35 @@ def test_export_refuses_bad_input_with_one_line(tmp_path, capsys):
     assert "should end in .ply" in capsys.readouterr().err
     assert main(["export", str(tmp_path), "--format", "splat-glb", "--out", str(tmp_path / "a.glb")]) == 2
     assert "no Gaussians found" in capsys.readouterr().err
+
+
+def test_animated_splats_follow_the_sequence(session, tmp_path):
+    from headcap.avatar.export.sequence import read_sequence
+    from headcap.avatar.export.splat_rig import bind_splats, pose_splats
+    from headcap.reconstruct.head_loaders import load_head_model
+
+    truth = np.load(session / "ground_truth" / "vertices.npz")["vertices"].astype(np.float64)
+    rng = np.random.default_rng(2)
+    n = 500
+    means = truth[0][rng.integers(0, truth.shape[1], n)] + rng.normal(scale=0.002, size=(n, 3))
+    fitted = Splats(means, rng.normal(size=(n, 4)), np.full((n, 3), -6.0), rng.normal(size=n),
+                    rng.normal(size=(n, 4, 3)) * 0.2)
+    write_ply(tmp_path / "fitted.ply", fitted)
+    args = ["export", str(tmp_path / "fitted.ply"), "--sequence", str(session), "--splat-frame", "0"]
+    assert main(args + ["--format", "splat-glb", "--out", str(tmp_path / "anim.glb")]) == 0
+    assert main(args + ["--format", "ply", "--out", str(tmp_path / "canonical.ply")]) == 0
+    fitted = read_ply(tmp_path / "fitted.ply")  # float32 as the file holds it
+    doc, binary = read_glb(tmp_path / "anim.glb")
+    assert doc["meshes"][0]["primitives"][0]["mode"] == 0
+    np.testing.assert_allclose(evaluate_mesh_nodes(doc, binary, animation=0, key=0)[0], fitted.means, atol=1e-5)
+    model = load_head_model("default")
+    seq = read_sequence(session / "ground_truth" / "params.npz")
+    bound = bind_splats(model, fitted, seq, 0)
+    for k in (1, 2):
+        posed = read_ply(tmp_path / "canonical" / f"{k:06d}.ply")
+        np.testing.assert_allclose(evaluate_mesh_nodes(doc, binary, animation=0, key=k)[0], posed.means, atol=1e-5)
+        np.testing.assert_allclose(posed.means, pose_splats(model, bound, seq, k).means, atol=1e-5)
+    frame0 = read_ply(tmp_path / "canonical" / "000000.ply")
+    np.testing.assert_allclose(frame0.means, fitted.means, atol=1e-5)
+    q0 = fitted.quats / np.linalg.norm(fitted.quats, axis=1, keepdims=True)
+    assert np.abs(np.abs((frame0.quats * q0).sum(1)) - 1).max() < 1e-5  # same rotation (up to sign)
