@@ -98,7 +98,7 @@ SWEEP = ((128, 4, 6), (128, 16, 40), (256, 4, 10), (256, 8, 12), (640, 8, 20), (
          (1600, 16, 40))
 
 
-def coverage(seeds: int) -> None:
+def coverage(seeds: int, rows: list[int] | None = None) -> None:
     from headcap.calib.calibrate import CalibrationError
 
     print(f"1-sigma coverage over {seeds} seeds per row (projected corners, 0.3 px noise); "
@@ -107,7 +107,7 @@ def coverage(seeds: int) -> None:
           f"{'dist <1s':>8} | {'max focal err %':>15} {'bad':>4} {'silent':>6} {'s/run':>6}")
     total = {"intrinsics": [], "centre": [], "distortion": []}
     all_bad = all_silent = 0
-    for width, cams, poses in SWEEP:
+    for width, cams, poses in [SWEEP[i] for i in rows] if rows else SWEEP:
         z = {k: [] for k in total}
         runs = bad = silent = 0
         worst = 0.0
@@ -145,9 +145,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--coverage", action="store_true", help="the uncertainty coverage sweep instead of the timing")
+    ap.add_argument("--rows", type=str, default="", help="with --coverage: comma-separated SWEEP rows to run (default all)")
     args = ap.parse_args()
     if args.coverage:
-        coverage(args.seeds)
+        coverage(args.seeds, [int(r) for r in args.rows.split(",") if r])
         return
     print(f"16 cameras x {args.frames} frames, 1600x1200, board {BOARD}, noise 0.3 px/axis, 0.5% outliers")
     print(f"{'seed':>4} {'corners':>7} | {'method':<22} {'time s':>7} {'RMS px':>7} {'focal %':>8} {'pp px':>6} "
