@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
+JS_DIR = Path(__file__).resolve().parent / "js"
 
 
 def node_modules() -> Path:

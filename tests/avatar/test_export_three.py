@@ -23,7 +23,7 @@ from headcap.avatar.export.gltf import export_head_glb
 from headcap.avatar.export.gltf_eval import evaluate_mesh_nodes, target_names
 from headcap.calib.camera import Camera, look_at
 from headcap.reconstruct.head_loaders import load_head_model
-from test_export_gltf import random_sequence
+from export_fixtures import random_sequence
 
 SIZE = 192
 

@@ -4,7 +4,6 @@ import json
 import struct
 
 import numpy as np
-import pytest
 
 from export_clients import validate
 from headcap.avatar.export.glb import read_glb
@@ -12,7 +11,7 @@ from headcap.avatar.export.gltf import export_head_glb
 from headcap.avatar.export.splats import Splats, write_splat_glb
 from headcap.reconstruct.head_loaders import load_head_model, load_ict_facekit
 from headcap.avatar.export.splat_rig import bind_splats
-from test_export_gltf import model_vertices, random_sequence
+from export_fixtures import model_vertices, random_sequence
 
 
 def evaluate_head(model, seq, frame):

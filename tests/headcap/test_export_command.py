@@ -1,8 +1,6 @@
 """`headcap export` end to end on a tiny synthetic session: the .glb reproduces the session's
 ground-truth vertices, its baked texture re-renders the recorded images, and the splat exports
 round-trip."""
-import subprocess
-import sys
 
 import cv2
 import numpy as np

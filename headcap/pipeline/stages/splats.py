@@ -33,7 +33,7 @@ def splats_stage(config: SplatsConfig, name: str = "splats", session_stage: str 
         return fit_splats_into(ctx, ctx.input_dir(session_stage), ctx.input_dir(calibration_stage) / "rig.json")
 
     return Stage(name=name, run=run, config=config, inputs=(session_stage, calibration_stage),
-                 outputs=("metrics.json", "held_out.png", "loss.png"), code=CODE,
+                 outputs=("metrics.json", "held_out.png", "loss.png", "gaussians.ply"), code=CODE,
                  description="fitting Gaussians to one frame with the calibrated cameras (CPU kernel)")
 
 
@@ -44,9 +44,9 @@ def fit_splats_into(ctx: StageContext, session_dir: Path, rig_path: Path) -> dic
     import torch
 
     from headcap.avatar.static_fit import StaticFitConfig, fit_static_gaussians, load_view, psnr
+    from headcap.calib.rig_compare import compare_rigs
     from headcap.calib.rig_io import read_rig
     from headcap.capture.session import read_session
-    from headcap.core.align import similarity_fit
     from headcap.studio.writer import write_png
 
     config: SplatsConfig = ctx.config
@@ -64,8 +64,9 @@ def fit_splats_into(ctx: StageContext, session_dir: Path, rig_path: Path) -> dic
     test_idx = [int(i) for i in np.linspace(0, len(views) - 1, held + 2)[1:-1].round()]
     train = [v for i, v in enumerate(views) if i not in test_idx]
     test = [views[i] for i in test_idx]
-    _, rot, trans = similarity_fit(np.stack([rig[c].centre for c in truth.ids]),
-                                   np.stack([truth[c].centre for c in truth.ids]), with_scale=False)
+    # the same alignment the report measures calibration errors after (calib.rig_compare)
+    truth_from_rig = compare_rigs(rig, truth).truth_from_estimated
+    rot, trans = truth_from_rig[:3, :3], truth_from_rig[:3, 3]
     points = torch.from_numpy((truth_vertices - trans) @ rot).float()
     initial = fit_static_gaussians(points, train, StaticFitConfig(iterations=0, seed=config.seed))
     psnr_initial = [psnr(initial.render(v.camera).rgb, v.image) for v in test]
@@ -89,6 +90,14 @@ def fit_splats_into(ctx: StageContext, session_dir: Path, rig_path: Path) -> dic
         "psnr_initial_db": psnr_initial, "psnr_final_db": psnr_final,
         "fit_seconds": time.perf_counter() - tic,
     }
+    # the .ply goes in the studio's world frame (metres, +Y up, head at the origin: glTF's axes);
+    # world_from_rig maps the calibrated frame of rig.json into it
+    from headcap.avatar.export.splats import Splats, write_ply
+
+    world_from_rig = np.eye(4)
+    world_from_rig[:3, :3], world_from_rig[:3, 3] = rot, trans
+    write_ply(ctx.work_dir / "gaussians.ply", Splats.from_gaussian_set(gs).transformed(world_from_rig))
+    metrics["gaussians_ply_world_from_rig"] = world_from_rig.tolist()
     write_json(ctx.work_dir / "metrics.json", metrics)
     return {"psnr_final_db": psnr_final}
 

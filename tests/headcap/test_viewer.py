@@ -1,0 +1,50 @@
+"""`headcap view`: the self-contained page loads in Debian's headless Chromium with no console
+errors and plays the avatar's animation; the committed three.js bundle is what esbuild builds
+from headcap/viewer/viewer.js."""
+import base64
+import io
+import json
+import os
+import subprocess
+
+import numpy as np
+from PIL import Image
+
+from export_clients import JS_DIR, chromium, node_modules, require_node_package, run_node
+from export_fixtures import random_sequence
+from headcap.avatar.export.gltf import export_head_glb
+from headcap.cli import main
+from headcap.reconstruct.head_loaders import load_head_model
+from headcap.viewer import BUNDLE, ESBUILD_ARGS, SOURCE
+
+GPU_NOTES = "GL Driver Message"  # SwiftShader's performance notes (warnings), not the page's
+
+
+def test_committed_bundle_is_built_from_the_source(tmp_path):
+    require_node_package("esbuild")
+    require_node_package("three")
+    out = tmp_path / "viewer.bundle.js"
+    subprocess.run([str(node_modules() / "esbuild" / "bin" / "esbuild"), str(SOURCE), *ESBUILD_ARGS,
+                    f"--outfile={out}"], check=True, timeout=120, env=dict(os.environ, NODE_PATH=str(node_modules())))
+    assert out.read_bytes() == BUNDLE.read_bytes(), "rebuild headcap/viewer/viewer.bundle.js (headcap/viewer/__init__.py)"
+
+
+def test_viewer_page_plays_the_animation_without_console_errors(tmp_path):
+    require_node_package("playwright-core")
+    exe = chromium()
+    head = load_head_model("default")
+    export_head_glb(head, tmp_path / "head.glb", sequence=random_sequence(head, 10))
+    assert main(["view", str(tmp_path / "head.glb"), "--out", str(tmp_path / "viewer")]) == 0
+    page = tmp_path / "viewer" / "index.html"
+    assert "http" not in page.read_text()[:2000]  # the page's own markup names nothing to fetch
+    proc = run_node(JS_DIR / "render_check.cjs", exe, page.as_uri(), "-", tmp_path / "out.json", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    noise = [m for m in out["console"] if m["type"] != "log" and GPU_NOTES not in m["text"]]
+    assert not noise, noise
+    state = out["results"][0]["state"]
+    assert state["clip"] == "sequence" and len(state["morphTargets"]) == 52 and state["frames"] >= 10
+    shot = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["results"][0]["png"].split(",", 1)[1]))).convert("RGB"))
+    background = np.array([0x20, 0x21, 0x24])
+    centre = shot[shot.shape[0] // 4: 3 * shot.shape[0] // 4, shot.shape[1] // 4: 3 * shot.shape[1] // 4]
+    assert (np.abs(centre.astype(int) - background).sum(-1) > 30).mean() > 0.3  # the head fills the middle
