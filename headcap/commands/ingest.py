@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--sequence", default=None, help="NeRSemble: sequence name inside a participant folder")
     p.add_argument("--skip-bad", action="store_true",
                    help="warn and drop bad cameras, or unreadable frames of image sequences, instead of failing")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing session folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a session an earlier `headcap ingest` wrote (any other folder, and SRC, are refused)")
     p.add_argument("--workers", type=int, default=0, help="threads (0: one per CPU)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run)
