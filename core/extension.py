@@ -157,8 +157,14 @@ def _import_built(full_name: str, build_dir: Path):
     import torch  # noqa: F401 - the module links against libtorch
 
     spec = importlib.util.spec_from_file_location(full_name, library)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (ImportError, OSError) as exc:  # a damaged library: build it again
+        print(f"headcap: {library} does not load ({exc}); rebuilding it", file=sys.stderr, flush=True)
+        (build_dir / STAMP).unlink(missing_ok=True)
+        library.unlink(missing_ok=True)
+        return None
     return module
 
 

@@ -128,3 +128,13 @@ def test_a_torch_build_lock_whose_owner_lives_or_is_unknown_is_not_removed(tmp_p
     (folder / extension.OWNER).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
     extension._clear_stale_baton(folder)
     assert not baton.exists()
+
+
+def test_a_damaged_finished_build_is_built_again_not_imported(tmp_path, capsys):
+    folder = tmp_path / "headcap_x_0"
+    folder.mkdir()
+    (folder / extension.STAMP).write_text("{}")
+    (folder / "headcap_x_0.so").write_bytes(b"not a library")
+    assert extension._import_built("headcap_x_0", folder) is None
+    assert "rebuilding it" in capsys.readouterr().err
+    assert not (folder / extension.STAMP).exists()  # the next load builds it under the build lock
