@@ -247,6 +247,11 @@ def read_npz(path) -> dict:
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise _named_os_error(exc, path, "read") from None
+    try:
         if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
             if magic.startswith(b"\x93NUMPY"):
                 raise FileFormatError(path, "<file>", "a single array, not an .npz archive of named arrays")
@@ -262,11 +267,11 @@ def read_npz(path) -> dict:
         raise
     except MemoryError:
         raise FileFormatError(path, "<file>", "too large to load into memory") from None
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+    except (ValueError, EOFError, OSError, RuntimeError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+        # OSError: zipfile seeking to offsets a corrupt directory gives (EINVAL); RuntimeError: a
+        # member flagged as encrypted
         raise FileFormatError(path, "<file>", f"not a readable .npz of plain arrays "
                               f"({type(exc).__name__}: {exc})") from None
-    except OSError as exc:
-        raise _named_os_error(exc, path, "read") from None
 
 
 def numeric_array(value, path, field: str):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from headcap.core.fileio import parse_json
+
 __all__ = ["GltfBuilder", "read_glb", "read_accessor", "write_glb_bytes",
            "ARRAY_BUFFER", "ELEMENT_ARRAY_BUFFER"]
 
@@ -135,10 +137,18 @@ def read_glb(path: str | os.PathLike) -> tuple[dict, bytes]:
         raise ValueError(f"{path}: header length {total} != file length {len(data)}")
     offset, doc, binary = 12, None, b""
     while offset < total:
+        if offset + 8 > total:
+            raise ValueError(f"{path}: truncated chunk header at byte {offset}")
         length, kind = struct.unpack_from("<II", data, offset)
+        if offset + 8 + length > total:
+            raise ValueError(f"{path}: chunk at byte {offset} claims {length} bytes, past the end of the file")
         chunk = data[offset + 8: offset + 8 + length]
         if kind == _CHUNK_JSON:
-            doc = json.loads(chunk.decode("utf-8"))
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}: JSON chunk is not UTF-8 ({exc})") from None
+            doc = parse_json(text, path)  # duplicate keys, depth and integer size refused, naming the field
         elif kind == _CHUNK_BIN:
             binary = chunk
         offset += 8 + length
@@ -149,16 +159,31 @@ def read_glb(path: str | os.PathLike) -> tuple[dict, bytes]:
 
 def read_accessor(doc: dict, binary: bytes, index: int) -> np.ndarray:
     """Accessor `index` as float64 ([count] or [count, k]); normalized integers are scaled."""
-    acc = doc["accessors"][index]
-    width = _WIDTH[acc["type"]]
-    dtype = _DTYPE[acc["componentType"]].newbyteorder("<")
-    count = acc["count"]
-    if "bufferView" not in acc:
+    try:
+        acc = doc["accessors"][index]
+        width = _WIDTH[acc["type"]]
+        dtype = _DTYPE[acc["componentType"]].newbyteorder("<")
+        count = acc["count"]
+        view = doc["bufferViews"][acc["bufferView"]] if "bufferView" in acc else None
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"accessors[{index}]: missing or invalid field ({type(exc).__name__}: {exc})") from None
+    # glTF 2.0 (5.1.2): count >= 1; offsets >= 0; byteStride in [4, 252]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"accessors[{index}].count: expected an integer >= 1, got {count!r}")
+    if view is None:
+        if count * width > 100_000_000:  # all zeros, so nothing in the file bounds it
+            raise ValueError(f"accessors[{index}].count: {count} elements without a bufferView, over the limit")
         out = np.zeros((count, width))
     else:
-        view = doc["bufferViews"][acc["bufferView"]]
         start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
         stride = view.get("byteStride", width * dtype.itemsize)
+        for name, value in (("byteOffset", start), ("byteStride", stride)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"accessors[{index}].{name}: expected an integer >= 0, got {value!r}")
+        end = start + stride * (count - 1) + width * dtype.itemsize
+        if stride < width * dtype.itemsize or end > len(binary):
+            raise ValueError(f"accessors[{index}]: {count} elements of stride {stride} from byte {start} end at "
+                             f"byte {end}, past the {len(binary)}-byte binary chunk")
         raw = np.frombuffer(binary, dtype=np.uint8, count=stride * (count - 1) + width * dtype.itemsize,
                             offset=start)
         rows = np.lib.stride_tricks.as_strided(raw, shape=(count, width * dtype.itemsize), strides=(stride, 1))

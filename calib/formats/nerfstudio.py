@@ -81,7 +81,7 @@ def rig_from_transforms(data, path="transforms.json") -> Rig:
         raise FileFormatError(path, "<root>", f"expected an object, got {short(data)}")
     ns_model = data.get("camera_model", "OPENCV")
     models = {"OPENCV": "opencv", "OPENCV_FISHEYE": "fisheye", "PINHOLE": "none", "SIMPLE_PINHOLE": "none"}
-    if ns_model not in models:
+    if not isinstance(ns_model, str) or ns_model not in models:
         raise FileFormatError(path, "camera_model", f"unsupported camera_model {short(ns_model)}; "
                               f"expected one of {sorted(models)}")
     model = models[ns_model]

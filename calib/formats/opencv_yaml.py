@@ -99,12 +99,9 @@ def _node_matrix(node, path, field: str, shapes) -> np.ndarray:
         raise FileFormatError(path, field, "missing")
     try:
         if node.isSeq():
-            arr = np.array([node.at(i).real() for i in range(node.size())], dtype=np.float64)
+            arr = _numbers(node, path, field)
         elif node.isMap():
-            arr = node.mat()
-            if arr is None:
-                raise FileFormatError(path, field, "not an !!opencv-matrix")
-            arr = np.asarray(arr, dtype=np.float64)
+            arr = _opencv_matrix(node, path, field)
         elif node.isReal() or node.isInt():
             arr = np.array([node.real()])
         else:
@@ -117,6 +114,48 @@ def _node_matrix(node, path, field: str, shapes) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise FileFormatError(path, field, f"holds NaN or inf: {short(arr.tolist())}")
     return arr
+
+
+#: larger than any camera matrix or distortion vector (4x4, 1x14)
+MAX_MATRIX_SIDE = 64
+
+
+def _numbers(seq, path, field: str) -> np.ndarray:
+    if seq.size() > MAX_MATRIX_SIDE ** 2:
+        raise FileFormatError(path, field, f"{seq.size()} values, more than a camera matrix holds")
+    values = []
+    for i in range(seq.size()):
+        item = seq.at(i)
+        if not (item.isInt() or item.isReal()):
+            shown = item.string() if item.isString() else f"<{item.type()}>"
+            raise FileFormatError(path, f"{field}[{i}]", f"expected a number, got {shown!r}")
+        values.append(item.real())
+    return np.array(values, dtype=np.float64)
+
+
+def _opencv_matrix(node, path, field: str) -> np.ndarray:
+    """An !!opencv-matrix map (rows, cols, dt, data) read field by field. FileNode.mat() trusts
+    rows/cols and writes past its buffer when `data` disagrees with them: the heap is corrupted and
+    the process dies later (found by tests/reliability/test_fuzz_readers.py)."""
+    sizes = {}
+    for key in ("rows", "cols"):
+        sub = node.getNode(key)
+        if sub.empty() or not sub.isInt() or not 0 < int(sub.real()) <= MAX_MATRIX_SIDE:
+            shown = sub.string() if sub.isString() else sub.real() if (sub.isInt() or sub.isReal()) else "missing"
+            raise FileFormatError(path, f"{field}.{key}", f"expected an integer from 1 to {MAX_MATRIX_SIDE} "
+                                  f"(an !!opencv-matrix), got {shown!r}")
+        sizes[key] = int(sub.real())
+    dt = node.getNode("dt")
+    if not dt.isString() or dt.string() not in ("u", "c", "w", "s", "i", "f", "d"):
+        shown = dt.string() if dt.isString() else "missing"
+        raise FileFormatError(path, f"{field}.dt", f"expected a one-channel element type (d, f, i, ...), got {shown!r}")
+    data = node.getNode("data")
+    if not data.isSeq():
+        raise FileFormatError(path, f"{field}.data", "missing or not a sequence of numbers")
+    values = _numbers(data, path, f"{field}.data")
+    if values.size != sizes["rows"] * sizes["cols"]:
+        raise FileFormatError(path, f"{field}.data", f"{values.size} values for a {sizes['rows']}x{sizes['cols']} matrix")
+    return values.reshape(sizes["rows"], sizes["cols"])
 
 
 def _node_int(node, path, field: str) -> int:
