@@ -33,7 +33,7 @@ from headcap.avatar.export.sequence import HeadSequence, sequence_for_model
 __all__ = ["MeshExport", "VertexLayout", "export_head_glb", "vertex_layout", "axis_angle_to_quat",
            "matrix_to_quat", "head_mesh_arrays"]
 
-MAX_INFLUENCES = 4
+MAX_INFLUENCES = 8  # two JOINTS_n/WEIGHTS_n sets; three.js reads only the first (4 influences)
 
 
 @dataclass
@@ -52,7 +52,7 @@ class MeshExport:
     joints: list[str]
     frames: int
     bytes: int
-    dropped_skin_weight: float  # largest weight left out by the 4-influence limit (0 when none)
+    dropped_skin_weight: float  # largest weight left out by the MAX_INFLUENCES limit (0 when none)
 
 
 def vertex_layout(model) -> VertexLayout:
@@ -121,15 +121,18 @@ def head_mesh_arrays(model, identity: np.ndarray | None = None) -> tuple[np.ndar
     return verts, joints
 
 
-def _skin_arrays(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Top-4 joint influences per vertex: JOINTS_0 (uint8/16), WEIGHTS_0 float32 summing to 1."""
-    order = np.argsort(-weights, axis=1, kind="stable")[:, :MAX_INFLUENCES]
+def _skin_arrays(weights: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+    """JOINTS_n / WEIGHTS_n sets (4 influences each) holding every nonzero LBS weight, up to
+    MAX_INFLUENCES; float32 weights summing to 1 per vertex. Returns the sets and the largest
+    weight left out (0 when none)."""
+    nonzero = int((weights > 0).sum(1).max()) if weights.size else 0
+    kept = max(4, min(MAX_INFLUENCES, 4 * -(-nonzero // 4)))
+    order = np.argsort(-weights, axis=1, kind="stable")[:, :kept]
     top = np.take_along_axis(weights, order, 1)
-    if weights.shape[1] < MAX_INFLUENCES:
-        pad = MAX_INFLUENCES - weights.shape[1]
-        order = np.pad(order, ((0, 0), (0, pad)))
-        top = np.pad(top, ((0, 0), (0, pad)))
-    dropped = float(np.sort(weights, axis=1)[:, :-MAX_INFLUENCES].max()) if weights.shape[1] > MAX_INFLUENCES else 0.0
+    if top.shape[1] < kept:
+        pad = kept - top.shape[1]
+        order, top = np.pad(order, ((0, 0), (0, pad))), np.pad(top, ((0, 0), (0, pad)))
+    dropped = float(np.sort(weights, axis=1)[:, :-kept].max()) if weights.shape[1] > kept else 0.0
     top = np.clip(top, 0.0, None)
     top = top / top.sum(1, keepdims=True)
     w32 = top.astype(np.float32)
@@ -137,7 +140,8 @@ def _skin_arrays(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     w32[:, 0] = np.float32(1.0) - w32[:, 1:].sum(1, dtype=np.float32)
     order = np.where(w32 > 0, order, 0)
     joint_dtype = np.uint8 if weights.shape[1] <= 256 else np.uint16
-    return order.astype(joint_dtype), w32, dropped
+    sets = [(order[:, i:i + 4].astype(joint_dtype), w32[:, i:i + 4]) for i in range(0, kept, 4)]
+    return sets, dropped
 
 
 def _pose_feature(rotvecs: np.ndarray) -> np.ndarray:
@@ -209,9 +213,10 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
     dropped = 0.0
     has_skin = model.num_joints > 0
     if has_skin:
-        joint_ids, weights, dropped = _skin_arrays(model.lbs_weights.detach().cpu().double().numpy()[vmap])
-        attributes["JOINTS_0"] = builder.accessor(joint_ids, target=ARRAY_BUFFER)
-        attributes["WEIGHTS_0"] = builder.accessor(weights, target=ARRAY_BUFFER)
+        sets, dropped = _skin_arrays(model.lbs_weights.detach().cpu().double().numpy()[vmap])
+        for i, (joint_ids, weights) in enumerate(sets):
+            attributes[f"JOINTS_{i}"] = builder.accessor(joint_ids, target=ARRAY_BUFFER)
+            attributes[f"WEIGHTS_{i}"] = builder.accessor(weights, target=ARRAY_BUFFER)
 
     if splats is None:
         primitive = {"attributes": attributes, "mode": 4,

@@ -91,9 +91,13 @@ def evaluate_mesh_nodes(doc: dict, binary: bytes, *, animation: int | None = Non
             skin = doc["skins"][node["skin"]]
             ibm = read_accessor(doc, binary, skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)
             mats = np.stack([global_of(j) @ ibm[k] for k, j in enumerate(skin["joints"])])
-            joints = read_accessor(doc, binary, prim["attributes"]["JOINTS_0"]).astype(np.int64)
-            w = read_accessor(doc, binary, prim["attributes"]["WEIGHTS_0"])
-            blended = np.einsum("vk,vkrc->vrc", w, mats[joints])
+            blended = np.zeros((len(verts), 4, 4))
+            n = 0
+            while f"JOINTS_{n}" in prim["attributes"]:
+                joints = read_accessor(doc, binary, prim["attributes"][f"JOINTS_{n}"]).astype(np.int64)
+                w = read_accessor(doc, binary, prim["attributes"][f"WEIGHTS_{n}"])
+                blended += np.einsum("vk,vkrc->vrc", w, mats[joints])
+                n += 1
             out = np.einsum("vrc,vc->vr", blended, homo)[:, :3]
         else:
             out = (homo @ global_of(i).T)[:, :3]

@@ -1,4 +1,6 @@
 """Head mesh .glb export read back: morph targets, skin, animation, axes and units."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +143,29 @@ def test_sequence_file_round_trip_and_errors(tmp_path, default_head):
     with pytest.raises(ValueError, match="not rigid"):
         export_head_glb(default_head, tmp_path / "x.glb", sequence=skewed)
     assert not (tmp_path / "x.glb").exists()
+
+
+def test_flame_format_pose_correctives_become_exact_morph_targets(tmp_path):
+    import importlib.util
+
+    from headcap.reconstruct.head_loaders import load_flame
+
+    spec = importlib.util.spec_from_file_location(
+        "flame_fixture", Path(__file__).resolve().parents[1] / "reconstruct" / "test_head_model_flame.py")
+    fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixture)
+    arrays = fixture.flame_arrays(seed=1)
+    np.savez(tmp_path / "flame.npz", **{k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
+    flame = load_flame(tmp_path / "flame.npz")
+    seq = random_sequence(flame, frames=3, seed=2)
+    # FLAME regresses joints from the expressed mesh; glTF joints are fixed per file, so this check
+    # holds the expression at zero (identity, every joint rotation and the head pose still move)
+    seq.expression[:] = 0.0
+    export_head_glb(flame, tmp_path / "flame.glb", sequence=seq)
+    doc, binary = read_glb(tmp_path / "flame.glb")
+    names = target_names(doc)
+    assert names[:100] == [f"exp{i:03d}" for i in range(100)] or len(names) == flame.num_expression + 36
+    assert names[-36:] == [f"pose_corrective_{p:03d}" for p in range(36)]
+    for k in range(3):
+        got = evaluate_mesh_nodes(doc, binary, animation=0, key=k)[0]
+        assert np.abs(got - model_vertices(flame, seq, k)).max() < 1e-6
