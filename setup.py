@@ -61,6 +61,7 @@ setup(
     package_data={
         "headcap.reconstruct": ["csrc/*/*.cpp", "csrc/*/*.h", "csrc/*/*.cu"],
         "headcap.avatar": ["csrc/*/*.cpp", "csrc/*/*.h", "csrc/*/*.cu"],
+        "headcap.core": ["csrc/*.h"],
         "headcap.viewer": ["viewer.js", "viewer.bundle.js"],
     },
     install_requires=INSTALL_REQUIRES,

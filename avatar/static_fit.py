@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from headcap.avatar.gaussians import rasterize_gaussians
+from headcap.core.threads import serial_torch_ops
 
 
 @dataclass(frozen=True)
@@ -117,16 +118,19 @@ def fit_static_gaussians(points: Tensor, views: list[View], config: StaticFitCon
         {"params": [gs.opacity_logits], "lr": config.lr_opacities},
         {"params": [gs.colors], "lr": config.lr_colors},
     ])
-    for it in range(config.iterations):
-        view = views[int(torch.randint(len(views), (1,), generator=gen))]
-        out = gs.render(view.camera)
-        loss = (out.rgb - view.image).abs().mean() + config.alpha_weight * (out.alpha - view.mask).abs().mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        gs.history.append(float(loss.detach()))
-        if progress is not None:
-            progress(it + 1, config.iterations, gs.history[-1])
+    # Small torch ops on one thread, the rasterizer on its own (passive-waiting) threads: with a
+    # busy neighbour process, torch's spinning pool made 2 threads 3-10x slower than 1.
+    with serial_torch_ops():
+        for it in range(config.iterations):
+            view = views[int(torch.randint(len(views), (1,), generator=gen))]
+            out = gs.render(view.camera)
+            loss = (out.rgb - view.image).abs().mean() + config.alpha_weight * (out.alpha - view.mask).abs().mean()
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            gs.history.append(float(loss.detach()))
+            if progress is not None:
+                progress(it + 1, config.iterations, gs.history[-1])
     for name in ("means", "log_scales", "quats", "opacity_logits", "colors"):
         setattr(gs, name, getattr(gs, name).detach())
     return gs

@@ -31,6 +31,7 @@ from headcap.reconstruct.shading import sample_texture, shade_sh, vertex_normals
 
 _LOG = logging.getLogger(__name__)
 _CSRC = Path(__file__).resolve().parent / "csrc" / "mesh_raster" / "mesh_raster.cpp"
+_CORE_CSRC = Path(__file__).resolve().parents[1] / "core" / "csrc"
 BACKENDS = ("auto", "cpp", "torch")
 
 
@@ -59,7 +60,8 @@ class Fragments:
 def _extension():
     from headcap.core.extension import load_extension
 
-    return load_extension("mesh_raster", [_CSRC])
+    return load_extension("mesh_raster", [_CSRC], extra_cflags=(f"-I{_CORE_CSRC}",),
+                          headers=(_CORE_CSRC / "hc_parallel.h",))
 
 
 def _check_mesh(verts_screen, faces, height, width) -> None:
@@ -200,8 +202,10 @@ def rasterize(verts_screen: Tensor, faces: Tensor, height: int, width: int, back
         raise ValueError(f"backend: 'cpp' needs CPU tensors, verts_screen is on {verts_screen.device}")
     v = verts_screen.detach().to(torch.float64).contiguous()
     f = faces.detach().to(torch.int64).contiguous()
+    from headcap.core.threads import kernel_threads
+
     tid, bary, depth = _extension().rasterize_forward(v, f, height, width, float(near), bool(cull_backfaces),
-                                                      verts_screen.dtype == torch.float64)
+                                                      verts_screen.dtype == torch.float64, kernel_threads())
     if verts_screen.dtype not in (torch.float32, torch.float64):
         bary, depth = bary.to(verts_screen.dtype), depth.to(verts_screen.dtype)
     return Fragments(tid, bary, depth, "cpp")

@@ -7,20 +7,23 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from headcap.core.threads import kernel_threads
+
 from .raster_output import check_opacity_range
 
 _CSRC = Path(__file__).resolve().parents[1] / "csrc" / "gauss_raster"
+_CORE_CSRC = Path(__file__).resolve().parents[2] / "core" / "csrc"
 SOURCES = [_CSRC / "gauss_raster.cpp", _CSRC / "gauss_raster_project.cpp"]
 HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
            _CSRC / "gauss_raster_bin.h", _CSRC / "gauss_raster_bindings.h",
-           _CSRC / "gauss_raster_simd.h"]
+           _CSRC / "gauss_raster_simd.h", _CORE_CSRC / "hc_parallel.h"]
 
 
 def load_cpu_kernel():
     """Build (first use) and import the extension. Raises RuntimeError with the compiler output."""
     from headcap.core.extension import load_extension
 
-    return load_extension("gauss_raster", SOURCES, extra_cflags=(f"-I{_CSRC}",),
+    return load_extension("gauss_raster", SOURCES, extra_cflags=(f"-I{_CSRC}", f"-I{_CORE_CSRC}"),
                           headers=tuple(HEADERS), simd=True)
 
 
@@ -68,7 +71,7 @@ def project_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
     K, cam_from_world get no gradient. Returns means2d (N, 2), conics (N, 3),
     feats (N, C + 1) = (colour, camera z), extents (N, 2), radii (N, 2) int32.
     """
-    threads = torch.get_num_threads() if n_threads is None else int(n_threads)
+    threads = kernel_threads(n_threads)
     return _ProjectCPU.apply(means, quats, scales, coefs, opacities, K, cam_from_world,
                              int(width), int(height), float(near), float(far), float(eps2d),
                              max(1, threads))
@@ -110,10 +113,11 @@ def rasterize_cpu(means2d: Tensor, conics: Tensor, opacities: Tensor, feats: Ten
                   n_threads: int | None = None) -> tuple[Tensor, Tensor]:
     """Same contract as reference.rasterize_reference, computed by the C++ kernel.
 
-    Returns features (H, W, C) and alpha (H, W). n_threads defaults to torch.get_num_threads().
+    Returns features (H, W, C) and alpha (H, W). n_threads defaults to
+    `headcap.core.threads.kernel_threads()` (torch's count capped by affinity and CPU quota).
     """
     # The kernel's exp() is exact only for powers >= -87, which opacities <= 1 guarantee.
     check_opacity_range(opacities.detach())
-    threads = torch.get_num_threads() if n_threads is None else int(n_threads)
+    threads = kernel_threads(n_threads)
     return _RasterizeCPU.apply(means2d, conics, opacities, feats, depths, extents, int(width),
                                int(height), int(tile), max(1, threads))

@@ -4,9 +4,10 @@
 // centres at integer coordinates; projection + colour run in gauss_raster_project.cpp (bound
 // here too). The spec is avatar/gaussians/reference.py::rasterize_reference.
 #include <torch/extension.h>
-#include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -16,14 +17,16 @@
 #include "gauss_raster_bindings.h"
 #include "gauss_raster_math.h"
 #include "gauss_raster_simd.h"
+#include "hc_parallel.h"
 
 namespace {
 
 using hc_gauss::min_transmittance;
 
 constexpr int kMaxChannels = 64;
-// Packed per-Gaussian record: mx, my, a, b, c, opacity, power cut, then the C features.
-constexpr int kHeader = 7;
+// Packed per-Gaussian record: mx, my, a, b, c, opacity, power cut, the span constants b / a,
+// -2 cut / a, (a c - b^2) / a^2 and the half height in rows (see pack_span), then the C features.
+constexpr int kHeader = 11;
 
 using hc_gauss_bin::Bins;
 using hc_gauss_bin::bin_gaussians;
@@ -60,8 +63,18 @@ inline void pack_span(const T* p, double* s) {
   s[5] = s[4] > 0.0 ? std::sqrt(std::max(0.0, s[3] / s[4])) + 1e-6 : 0.0;
 }
 
-// Records and spans of every binned Gaussian, computed once per pass; each tile then gathers
-// its Gaussians' copies into contiguous buffers so that its loops stay in cache.
+// The span constants in the record (p[7..10], in T) for the float row intervals; the half
+// height is widened by 1e-5 relative + 1e-3 rows so that row_range stays a superset in float.
+template <typename T>
+inline void pack_span_record(const double* s, T* p) {
+  p[7] = T(s[2]);
+  p[8] = T(s[3]);
+  p[9] = T(s[4]);
+  p[10] = T(s[5] * (1.0 + 1e-5) + 1e-3);
+}
+
+// Records and spans of every binned Gaussian, computed once per pass; tiles read them in place
+// through their id lists (the double spans only for Gaussians too large for float intervals).
 template <typename T>
 struct Packed {
   std::vector<T> rec;        // (N, kHeader + C)
@@ -74,29 +87,23 @@ void pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities, 
   const int stride = kHeader + channels;
   pk.rec.assign(n * stride, T(0));
   pk.span.assign(n * kSpan, 0.0);
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-  for (int64_t g = 0; g < n; ++g) {
-    if (!(extents[2 * g] > T(0)) || !(extents[2 * g + 1] > T(0))) continue;  // never binned
-    pack_record(g, means2d, conics, opacities, feats, channels, &pk.rec[g * stride]);
-    pack_span(&pk.rec[g * stride], &pk.span[g * kSpan]);
-  }
+  hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      if (!(extents[2 * g] > T(0)) || !(extents[2 * g + 1] > T(0))) continue;  // never binned
+      pack_record(g, means2d, conics, opacities, feats, channels, &pk.rec[g * stride]);
+      pack_span(&pk.rec[g * stride], &pk.span[g * kSpan]);
+      pack_span_record(&pk.span[g * kSpan], &pk.rec[g * stride]);
+    }
+  });
 }
 
-// Copies the tile's records and spans; with the channel count known at compile time (CT) the
-// per-record copies are fixed-size moves, not library memmove calls.
-template <typename T, int CT>
-void gather_tile(const int32_t* ids, int64_t count, const Packed<T>& pk, int stride,
-                 std::vector<T>& buf, std::vector<double>& spans) {
-  buf.resize(count * stride);
-  spans.resize(count * kSpan);
-  for (int64_t k = 0; k < count; ++k) {
-    const int64_t g = ids[k];
-    if (CT > 0)
-      std::memcpy(&buf[k * stride], &pk.rec[g * stride], sizeof(T) * (kHeader + CT));
-    else
-      std::copy_n(&pk.rec[g * stride], stride, &buf[k * stride]);
-    std::memcpy(&spans[k * kSpan], &pk.span[g * kSpan], sizeof(double) * kSpan);
-  }
+// Gaussians ahead in a tile's list whose records are prefetched.
+constexpr int64_t kPrefetch = 4;
+
+template <typename T>
+inline void prefetch_record(const T* p, int stride) {
+  __builtin_prefetch(p);
+  __builtin_prefetch(p + stride - 1);
 }
 
 // Returns false when the row is missed; otherwise [j0, j1] within [0, row_width).
@@ -111,6 +118,52 @@ inline bool row_interval(const double* s, int py, int x0, int row_width, int& j0
   j0 = lo <= 0.0 ? 0 : int(std::ceil(lo));
   j1 = hi >= double(row_width - 1) ? row_width - 1 : int(std::floor(hi));
   return j0 <= j1;
+}
+
+// row_interval for the tile rows [r0, r1] of one Gaussian at once, kLanes rows per step in float
+// (one vector sqrt instead of a double sqrt, rounding and branches per row): j0[r - y0] and
+// j1[r - y0], or j0 > j1 where the row is missed. The interval is widened by 1e-2 px + 1e-5 of
+// its size, far more than float rounding moves it (~1e-6 relative), so it stays a superset of
+// the pixels hc_gauss::counts accepts; extra pixels are masked in the windows, never composited.
+// Gaussians too large or too far off the tile for float fall back to the double row_interval.
+// j0 and j1 must hold r1 - y0 + kLanes entries.
+template <typename T>
+inline void row_intervals(const T* p, const double* s, int x0, int y0, int r0, int r1,
+                          int row_width, int32_t* j0, int32_t* j1) {
+  using namespace hc_simd;
+  const double cxd = double(p[0]) - x0, cyd = double(p[1]) - y0;
+  if (!(std::fabs(cxd) < 1e6 && std::fabs(cyd) < 1e6 && std::fabs(double(p[7])) < 1e6 &&
+        double(p[8]) < 1e12 && std::fabs(double(p[9])) < 1e12)) {
+    for (int py = r0; py <= r1; ++py) {
+      int a, b;
+      if (!row_interval(s, py, x0, row_width, a, b)) a = 1, b = 0;
+      j0[py - y0] = a;
+      j1[py - y0] = b;
+    }
+    return;
+  }
+  const float cx = float(cxd), cy = float(cyd), slope = float(p[7]), q = float(p[8]),
+              w = float(p[9]);
+  const f8 zero = splat<f8>(0.0f), last = splat<f8>(float(row_width - 1));
+  const f8 end = splat<f8>(float(row_width)), minus1 = splat<f8>(-1.0f);
+  for (int r = r0 - y0; r <= r1 - y0; r += kLanes) {
+    const f8 dy = (iota<float>() + float(r)) - cy;
+    const f8 rad = q - w * dy * dy;
+    const f8 half = sqrt_lanes(rad > 0.0f ? rad : zero);
+    const f8 centre = cx - slope * dy;
+    const f8 tol = 1e-2f + 1e-5f * ((centre < 0.0f ? -centre : centre) + half);
+    f8 lo = centre - half - tol, hi = centre + half + tol;
+    lo = lo > 0.0f ? lo : zero;  // clamp to [0, row_width] before converting (NaN -> 0)
+    lo = lo < end ? lo : end;
+    hi = hi < last ? hi : last;
+    hi = hi > -1.0f ? hi : minus1;
+    i8 a = __builtin_convertvector(lo, i8), b = __builtin_convertvector(hi, i8);
+    a -= lo > __builtin_convertvector(a, f8);  // ceil (masks are -1 where true)
+    b += hi < __builtin_convertvector(b, f8);  // floor
+    const i8 ok = (rad >= 0.0f) & (a <= b);
+    store(j0 + r, ok ? a : splat<i8>(1));
+    store(j1 + r, ok ? b : splat<i8>(0));
+  }
 }
 
 // A Gaussian's row span is processed in windows of kLanes pixels, each one SIMD vector
@@ -149,9 +202,11 @@ inline hc_simd::i8 lane_range(int s, int lo, int hi) {
   return (j >= lo) & (j <= hi);
 }
 
-// Rows of the tile [y0, y1) that a Gaussian's cut ellipse reaches, as [r0, r1]; false if none.
-inline bool row_range(const double* s, int y0, int y1, int& r0, int& r1) {
-  const double lo = s[1] - s[5], hi = s[1] + s[5];
+// Rows of the tile [y0, y1) that a Gaussian's cut ellipse may reach (its record p: the mean's
+// row +- the widened half height), as [r0, r1]; false if none.
+template <typename T>
+inline bool row_range(const T* p, int y0, int y1, int& r0, int& r1) {
+  const double lo = double(p[1]) - double(p[10]), hi = double(p[1]) + double(p[10]);
   if (hi < double(y0) || lo > double(y1 - 1)) return false;
   r0 = lo <= double(y0) ? y0 : int(std::ceil(lo));
   r1 = hi >= double(y1 - 1) ? y1 - 1 : int(std::floor(hi));
@@ -206,17 +261,16 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
   const int64_t n_tiles = int64_t(bins.offsets.size()) - 1;
   const int rs = row_stride_for(tile);
   const int64_t area = int64_t(rs) * tile;
-#pragma omp parallel num_threads(n_threads)
-  {
+  // Tiles go to workers one at a time from a shared counter (hc_parallel.h).
+  std::atomic<int64_t> next_tile{0};
+  hc_par::run_workers(n_threads, [&](int) {
     // Per-tile pixel state, channels planar so the windows vectorise over pixels.
-    std::vector<T> buf, trans(area), acc(area * C);
+    std::vector<T> trans(area), acc(area * C);
     std::vector<int32_t> n_used(area), done(area), row_active(tile);
-    std::vector<double> spans;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < n_tiles; ++t) {
+    std::vector<int32_t> j_lo(tile + kLanes), j_hi(tile + kLanes);
+    for (int64_t t; (t = next_tile.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
       const int64_t begin = bins.offsets[t], count = bins.offsets[t + 1] - begin;
       if (count == 0) continue;
-      gather_tile<T, CT>(&bins.ids[begin], count, pk, stride, buf, spans);
       const int x0 = int(t % tiles_x) * tile, y0 = int(t / tiles_x) * tile;
       const int x1 = std::min(width, x0 + tile), y1 = std::min(height, y0 + tile);
       const int row_width = x1 - x0;
@@ -227,15 +281,21 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
       int64_t active = int64_t(row_width) * (y1 - y0);
       // Pixels still compositing per tile row: a row whose pixels are all done is skipped.
       std::fill(row_active.begin(), row_active.end(), row_width);
+      const int32_t* tile_ids = &bins.ids[begin];
       for (int64_t k = 0; k < count && active > 0; ++k) {
-        const T* p = &buf[k * stride];
-        const double* sp = &spans[k * kSpan];
+        // Records are read in place (a copy per tile cost more than it saved); the ones a few
+        // steps ahead are prefetched.
+        if (k + kPrefetch < count) prefetch_record(&pk.rec[int64_t(tile_ids[k + kPrefetch]) * stride], stride);
+        const int64_t g = tile_ids[k];
+        const T* p = &pk.rec[g * stride];
         int r0, r1;
-        if (!row_range(sp, y0, y1, r0, r1)) continue;
+        if (!row_range(p, y0, y1, r0, r1)) continue;
+        row_intervals(p, &pk.span[g * kSpan], x0, y0, r0, r1, row_width, j_lo.data(),
+                      j_hi.data());
         const int32_t used_mark = int32_t(k + 1);
         for (int py = r0; py <= r1; ++py) {
-          int j0, j1;
-          if (row_active[py - y0] == 0 || !row_interval(sp, py, x0, row_width, j0, j1)) continue;
+          const int j0 = j_lo[py - y0], j1 = j_hi[py - y0];
+          if (j0 > j1 || row_active[py - y0] == 0) continue;
           const T dy = T(py) - p[1];
           const int64_t lrow = int64_t(py - y0) * rs;
           int32_t n_term = 0;
@@ -257,7 +317,7 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
         }
       }
     }
-  }
+  });
 }
 
 // One backward window of Gaussian k (its record p) over one tile row: undoes its compositing
@@ -295,34 +355,42 @@ inline void backward_window(const T* p, int C, int x0, T dy, int s, int lo, int 
 }
 
 template <typename T, int CT>
-void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles, int64_t n,
+void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
+                    const int64_t* g_offsets, const int64_t* slot, int64_t n,
                     const T* means2d, const T* conics, const T* opacities, const T* feats,
                     const T* extents, int channels, int width, int height, int tile,
                     int n_threads, const T* final_t, const int32_t* last, const T* g_out,
-                    const T* g_alpha_out, T* thread_grads) {
+                    const T* g_alpha_out, T* g_means2d, T* g_conics, T* g_opacities,
+                    T* g_feats) {
   const int C = CT > 0 ? CT : channels;
   const int stride = kHeader + C;
   Packed<T> pk;
   pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
-  // Gradient record per Gaussian: 2 mean, 3 conic, 1 opacity, C features. Each thread owns a
-  // full (N, 6 + C) buffer, summed afterwards: no atomics in the hot loop.
+  // Gradient record: 2 mean, 3 conic, 1 opacity, C features, one per tile-list entry (a
+  // Gaussian's share of one tile), written by the worker that ran the tile into the entry's
+  // Gaussian-major slot; afterwards each Gaussian sums its consecutive slots in tile order. No
+  // atomics, and the sums do not depend on which worker ran which tile: gradients are
+  // bit-reproducible for any thread count and any timing. The buffer is kept between calls
+  // (per calling thread) so that its pages are not faulted in again every pass.
   const int gstride = 6 + C;
+  const int64_t n_entries = offsets[n_tiles];
+  thread_local std::vector<T> entry_store;
+  if (entry_store.size() < size_t(n_entries * gstride)) entry_store.resize(n_entries * gstride);
+  if (entry_store.capacity() > 4 * size_t(n_entries * gstride) + (size_t(1) << 20))
+    std::vector<T>(n_entries * gstride).swap(entry_store);  // shrink after a much larger call
+  T* const entry_grads = entry_store.data();
   const int tiles_x = (width + tile - 1) / tile;
   const int rs = row_stride_for(tile);
   const int64_t area = int64_t(rs) * tile;
-#pragma omp parallel num_threads(n_threads)
-  {
+  std::atomic<int64_t> next_tile{0};
+  hc_par::run_workers(n_threads, [&](int) {
     // Zero-initialised: lanes past a partial tile's row width are read (and masked) only.
-    std::vector<T> buf, trans(area), behind(area * C), g_pix(area * C), g_t(area);
+    std::vector<T> trans(area), behind(area * C), g_pix(area * C), g_t(area);
     using V = typename hc_simd::Vec<T>::type;
     V local[6 + kMaxChannels];
     std::vector<int32_t> last_l(area), row_end(tile);
-    std::vector<double> spans;
-    T* tg = thread_grads + int64_t(omp_get_thread_num()) * n * gstride;
-    // Round-robin tiles, not dynamic: each thread's buffer then sums the same tiles in the same
-    // order every run, so gradients are bit-reproducible for a given thread count.
-#pragma omp for schedule(static, 1)
-    for (int64_t t = 0; t < n_tiles; ++t) {
+    std::vector<int32_t> j_lo(tile + kLanes), j_hi(tile + kLanes);
+    for (int64_t t; (t = next_tile.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
       const int64_t begin = offsets[t], count = offsets[t + 1] - begin;
       if (count == 0) continue;
       const int x0 = int(t % tiles_x) * tile, y0 = int(t / tiles_x) * tile;
@@ -344,22 +412,31 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
           row_end[py - y0] = std::max(row_end[py - y0], last[pix]);
         }
       }
+      // Entries the backward never reaches (behind every pixel's last Gaussian) get zeros.
+      for (int64_t k = k_end; k < count; ++k)
+        std::fill_n(&entry_grads[slot[begin + k] * gstride], gstride, T(0));
       if (k_end == 0) continue;
-      gather_tile<T, CT>(&ids[begin], k_end, pk, stride, buf, spans);
       std::fill(behind.begin(), behind.end(), T(0));
       // Back to front: each pixel sees exactly the Gaussians it composited, in reverse.
+      const int32_t* tile_ids = &ids[begin];
       for (int64_t k = int64_t(k_end) - 1; k >= 0; --k) {
-        const T* p = &buf[k * stride];
-        const double* sp = &spans[k * kSpan];
+        if (k >= kPrefetch) prefetch_record(&pk.rec[int64_t(tile_ids[k - kPrefetch]) * stride], stride);
+        const int64_t g = tile_ids[k];
+        const T* p = &pk.rec[g * stride];
+        T* gk = &entry_grads[slot[begin + k] * gstride];
         int r0, r1;
-        if (!row_range(sp, y0, y1, r0, r1)) continue;
+        if (!row_range(p, y0, y1, r0, r1)) {
+          std::fill(gk, gk + gstride, T(0));
+          continue;
+        }
         std::fill(local, local + gstride, V{});
         bool touched = false;
         const int32_t k32 = int32_t(k);  // 32-bit compare keeps the loop vectorisable
+        row_intervals(p, &pk.span[g * kSpan], x0, y0, r0, r1, row_width, j_lo.data(),
+                      j_hi.data());
         for (int py = r0; py <= r1; ++py) {
-          int j0, j1;
-          if (int64_t(row_end[py - y0]) <= k || !row_interval(sp, py, x0, row_width, j0, j1))
-            continue;
+          const int j0 = j_lo[py - y0], j1 = j_hi[py - y0];
+          if (j0 > j1 || int64_t(row_end[py - y0]) <= k) continue;
           touched = true;
           const T dy = T(py) - p[1];
           const int64_t lrow = int64_t(py - y0) * rs;
@@ -368,13 +445,26 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
                                    &trans[lrow], &last_l[lrow], &g_t[lrow], &behind[lrow],
                                    &g_pix[lrow], area, local);
         }
-        if (touched) {
-          T* gk = &tg[int64_t(ids[begin + k]) * gstride];
-          for (int i = 0; i < gstride; ++i) gk[i] += hc_simd::hsum(local[i]);
-        }
+        for (int i = 0; i < gstride; ++i) gk[i] = touched ? hc_simd::hsum(local[i]) : T(0);
       }
     }
-  }
+  });
+  // Each Gaussian's slots, summed in tile order.
+  hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t g0, int64_t g1) {
+    T sum[6 + kMaxChannels];
+    for (int64_t g = g0; g < g1; ++g) {
+      std::fill(sum, sum + gstride, T(0));
+      for (int64_t j = g_offsets[g]; j < g_offsets[g + 1]; ++j) {
+        const T* e = &entry_grads[j * gstride];
+        for (int i = 0; i < gstride; ++i) sum[i] += e[i];
+      }
+      g_means2d[2 * g] = sum[0];
+      g_means2d[2 * g + 1] = sum[1];
+      for (int i = 0; i < 3; ++i) g_conics[3 * g + i] = sum[2 + i];
+      g_opacities[g] = sum[5];
+      for (int c = 0; c < C; ++c) g_feats[g * C + c] = sum[6 + c];
+    }
+  });
 }
 
 void check_inputs(const torch::Tensor& means2d, const torch::Tensor& conics,
@@ -423,9 +513,14 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
                          int(n_threads),
                          out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
                          last.data_ptr<int32_t>());
-    // The backward pass reuses the tile lists instead of binning again.
-    offsets = torch::from_blob(bins.offsets.data(), {int64_t(bins.offsets.size())},
-                               torch::kInt64).clone();
+    // The backward pass reuses the tile lists instead of binning again. offsets carries the
+    // tile offsets (tiles + 1), then Bins::g_offsets (N + 1) and Bins::slot (entries).
+    const int64_t n_off = int64_t(bins.offsets.size()), n_g = int64_t(bins.g_offsets.size());
+    offsets = torch::empty({n_off + n_g + int64_t(bins.slot.size())}, torch::kInt64);
+    int64_t* o = offsets.data_ptr<int64_t>();
+    std::copy(bins.offsets.begin(), bins.offsets.end(), o);
+    std::copy(bins.g_offsets.begin(), bins.g_offsets.end(), o + n_off);
+    std::copy(bins.slot.begin(), bins.slot.end(), o + n_off + n_g);
     ids = torch::from_blob(bins.ids.data(), {int64_t(bins.ids.size())}, torch::kInt32).clone();
   });
   return {out, final_t, last, offsets, ids};
@@ -444,25 +539,31 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
                 "gauss_raster: contiguous CPU tensors expected in backward");
   TORCH_CHECK(offsets.scalar_type() == torch::kInt64 && ids.scalar_type() == torch::kInt32,
               "gauss_raster: tile lists must be int64 offsets and int32 ids");
-  TORCH_CHECK(offsets.numel() == ((width + tile - 1) / tile) * ((height + tile - 1) / tile) + 1,
-              "gauss_raster: tile offsets do not match the image size");
-  const int C = int(feats.size(1));
+  const int64_t n_tiles = ((width + tile - 1) / tile) * ((height + tile - 1) / tile);
   const int64_t n = means2d.size(0);
+  TORCH_CHECK(offsets.numel() >= n_tiles + 1 &&
+                  offsets.numel() == n_tiles + 1 + n + 1 + offsets[n_tiles].item<int64_t>() &&
+                  ids.numel() == offsets[n_tiles].item<int64_t>(),
+              "gauss_raster: tile lists do not match the image size and Gaussian count");
+  const int C = int(feats.size(1));
   const int threads = int(std::max<int64_t>(1, n_threads));
-  auto thread_grads = torch::zeros({threads, n, 6 + C}, feats.options());
+  auto g_means2d = torch::empty({n, 2}, feats.options());
+  auto g_conics = torch::empty({n, 3}, feats.options());
+  auto g_opacities = torch::empty({n}, feats.options());
+  auto g_feats = torch::empty({n, C}, feats.options());
+  const int64_t* off = offsets.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "gauss_raster_backward", [&] {
-    HC_DISPATCH_CHANNELS(C, backward_tiles, offsets.data_ptr<int64_t>(),
-                         ids.data_ptr<int32_t>(), offsets.numel() - 1, n,
+    HC_DISPATCH_CHANNELS(C, backward_tiles, off, ids.data_ptr<int32_t>(), n_tiles,
+                         off + n_tiles + 1, off + n_tiles + 1 + n + 1, n,
                          means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
                          opacities.data_ptr<scalar_t>(), feats.data_ptr<scalar_t>(),
                          extents.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
                          threads, final_t.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
                          grad_out.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
-                         thread_grads.data_ptr<scalar_t>());
+                         g_means2d.data_ptr<scalar_t>(), g_conics.data_ptr<scalar_t>(),
+                         g_opacities.data_ptr<scalar_t>(), g_feats.data_ptr<scalar_t>());
   });
-  auto grads = threads == 1 ? thread_grads[0] : thread_grads.sum(0);
-  return {grads.slice(1, 0, 2).contiguous(), grads.slice(1, 2, 5).contiguous(),
-          grads.select(1, 5).contiguous(), grads.slice(1, 6, 6 + C).contiguous()};
+  return {g_means2d, g_conics, g_opacities, g_feats};
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // Tile binning for the CPU Gaussian rasterizer (gauss_raster.cpp): exact footprints to 16 px
 // tiles, one stable radix sort by depth, tile lists filled in parallel. Each tile's list comes
-// out in (depth, id) order, as reference.py sorts (torch.argsort(depths, stable=True)).
+// out in (depth, id) order, as reference.py sorts (torch.argsort(depths, stable=True)). The fill
+// also numbers the entries Gaussian by Gaussian (Bins::slot), so that the
+// backward pass can sum each Gaussian's per-tile gradients in a fixed order.
 #pragma once
 
-#include <omp.h>
+#include "hc_parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +18,10 @@ namespace hc_gauss_bin {
 struct Bins {
   std::vector<int64_t> offsets;  // (tiles + 1)
   std::vector<int32_t> ids;      // Gaussian ids per tile, front to back
+  // Gaussian-major numbering of the same entries: Gaussian g's entries (its tiles in row-major
+  // order) are g_offsets[g] .. g_offsets[g + 1] - 1, and entry e of `ids` is number slot[e].
+  std::vector<int64_t> g_offsets;  // (N + 1)
+  std::vector<int64_t> slot;       // (entries)
 };
 
 // Order-preserving unsigned keys of finite floats / doubles (-0 folded onto +0, which
@@ -72,8 +78,8 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   const int tiles_x = (width + tile - 1) / tile;
   const int tiles_y = (height + tile - 1) / tile;
   std::vector<int32_t> rect(4 * n, -1);
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
     const T ex = extents[2 * i], ey = extents[2 * i + 1];
     if (!(ex > T(0)) || !(ey > T(0))) continue;
     const T mx = means2d[2 * i], my = means2d[2 * i + 1];
@@ -87,23 +93,27 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
     rect[4 * i + 2] = int32_t(r0) / tile;
     rect[4 * i + 3] = int32_t(r1) / tile;
   }
+  });
   const std::vector<int32_t> order = depth_order(depths, rect, n);
 
   // Count and fill in parallel over contiguous chunks of `order`; each chunk writes its own
-  // slice of every tile list, so the lists come out exactly as a sequential pass makes them.
+  // slice of every tile list, so the lists come out exactly as a sequential pass makes them
+  // (whichever worker runs a chunk). Twice as many chunks as threads: a worker that runs late
+  // leaves its second chunk to the others.
   const int64_t n_tiles = int64_t(tiles_x) * tiles_y;
-  const int chunks = std::max(1, n_threads);
+  const int chunks = std::max(1, 2 * n_threads);
   const int64_t m = int64_t(order.size());
   std::vector<int64_t> counts(chunks * n_tiles, 0);
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int c = 0; c < chunks; ++c) {
-    int64_t* cnt = &counts[c * n_tiles];
-    for (int64_t e = m * c / chunks; e < m * (c + 1) / chunks; ++e) {
-      const int32_t* r = &rect[4 * int64_t(order[e])];
-      for (int ty = r[2]; ty <= r[3]; ++ty)
-        for (int tx = r[0]; tx <= r[1]; ++tx) ++cnt[int64_t(ty) * tiles_x + tx];
+  hc_par::parallel_for(chunks, n_threads, 1, [&](int, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      int64_t* cnt = &counts[c * n_tiles];
+      for (int64_t e = m * c / chunks; e < m * (c + 1) / chunks; ++e) {
+        const int32_t* r = &rect[4 * int64_t(order[e])];
+        for (int ty = r[2]; ty <= r[3]; ++ty)
+          for (int tx = r[0]; tx <= r[1]; ++tx) ++cnt[int64_t(ty) * tiles_x + tx];
+      }
     }
-  }
+  });
   Bins bins;
   bins.offsets.assign(n_tiles + 1, 0);
   int64_t running = 0;
@@ -117,16 +127,29 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   }
   bins.offsets[n_tiles] = running;
   bins.ids.resize(running);
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int c = 0; c < chunks; ++c) {
-    int64_t* cursor = &counts[c * n_tiles];
-    for (int64_t e = m * c / chunks; e < m * (c + 1) / chunks; ++e) {
-      const int32_t g = order[e];
-      const int32_t* r = &rect[4 * int64_t(g)];
-      for (int ty = r[2]; ty <= r[3]; ++ty)
-        for (int tx = r[0]; tx <= r[1]; ++tx) bins.ids[cursor[int64_t(ty) * tiles_x + tx]++] = g;
-    }
+  bins.g_offsets.assign(n + 1, 0);
+  for (int64_t g = 0; g < n; ++g) {
+    const int32_t* r = &rect[4 * g];
+    const int64_t here = r[0] < 0 ? 0 : int64_t(r[1] - r[0] + 1) * (r[3] - r[2] + 1);
+    bins.g_offsets[g + 1] = bins.g_offsets[g] + here;
   }
+  bins.slot.resize(running);
+  hc_par::parallel_for(chunks, n_threads, 1, [&](int, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      int64_t* cursor = &counts[c * n_tiles];
+      for (int64_t e = m * c / chunks; e < m * (c + 1) / chunks; ++e) {
+        const int32_t g = order[e];
+        const int32_t* r = &rect[4 * int64_t(g)];
+        int64_t mine = bins.g_offsets[g];
+        for (int ty = r[2]; ty <= r[3]; ++ty)
+          for (int tx = r[0]; tx <= r[1]; ++tx) {
+            const int64_t pos = cursor[int64_t(ty) * tiles_x + tx]++;
+            bins.ids[pos] = g;
+            bins.slot[pos] = mine++;
+          }
+      }
+    }
+  });
   return bins;
 }
 

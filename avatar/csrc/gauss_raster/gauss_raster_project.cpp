@@ -1,17 +1,20 @@
 // Fused EWA projection + colour (SH degree 0-3 or plain colours) for the CPU kernel, forward and
-// analytic backward, one Gaussian per loop iteration (OpenMP). Spec: projection.py and sh.py;
+// analytic backward, one Gaussian per loop iteration (hc_parallel.h blocks). Spec: projection.py and sh.py;
 // the per-Gaussian math lives in gauss_raster_project.h. Bound in gauss_raster.cpp.
 #include <torch/extension.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "gauss_raster_bindings.h"
+#include "hc_parallel.h"
 #include "gauss_raster_project.h"
 
 namespace {
+
+// Gaussians per block handed to a worker (a block takes ~0.1-0.5 ms).
+constexpr int64_t kProjectGrain = 2048;
 
 template <typename T>
 hc_gauss::ProjCamera<T> make_camera(const torch::Tensor& K, const torch::Tensor& cfw, int width,
@@ -101,8 +104,8 @@ void forward_loop(const torch::Tensor& means, const torch::Tensor& quats,
   T *m2 = means2d.data_ptr<T>(), *co = conics.data_ptr<T>(), *fe = feats.data_ptr<T>(),
     *ex = extents.data_ptr<T>();
   int32_t* ra = radii.data_ptr<int32_t>();
-#pragma omp parallel for num_threads(int(std::max<int64_t>(1, n_threads))) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  hc_par::parallel_for(n, int(n_threads), kProjectGrain, [&](int, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
     hc_gauss::ProjState<T> s;
     hc_gauss::project_one(cam, mp + 3 * i, qp + 4 * i, sp + 3 * i, s, m2 + 2 * i, co + 3 * i);
     colour_one(cam, mp + 3 * i, cp + int64_t(i) * Kc * C, Kc, C, is_sh, fe + (C + 1) * i,
@@ -125,6 +128,7 @@ void forward_loop(const torch::Tensor& means, const torch::Tensor& quats,
     ra[2 * i] = int32_t(std::ceil(ex[2 * i]));
     ra[2 * i + 1] = int32_t(std::ceil(ex[2 * i + 1]));
   }
+  });
 }
 
 template <typename T>
@@ -143,8 +147,8 @@ void backward_loop(const torch::Tensor& means, const torch::Tensor& quats,
           *gco = g_conics.data_ptr<T>(), *gfe = g_feats.data_ptr<T>();
   T *gm = g_means.data_ptr<T>(), *gq = g_quats.data_ptr<T>(), *gs = g_scales.data_ptr<T>(),
     *gc = g_coefs.data_ptr<T>();
-#pragma omp parallel for num_threads(int(std::max<int64_t>(1, n_threads))) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  hc_par::parallel_for(n, int(n_threads), kProjectGrain, [&](int, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
     hc_gauss::ProjState<T> s;
     T m2[2], co[3];
     hc_gauss::project_one(cam, mp + 3 * i, qp + 4 * i, sp + 3 * i, s, m2, co);
@@ -153,6 +157,7 @@ void backward_loop(const torch::Tensor& means, const torch::Tensor& quats,
     colour_one(cam, mp + 3 * i, cp + int64_t(i) * Kc * C, Kc, C, is_sh, (T*)nullptr,
                gfe + (C + 1) * i, gc + int64_t(i) * Kc * C, gm + 3 * i);
   }
+  });
 }
 
 }  // namespace

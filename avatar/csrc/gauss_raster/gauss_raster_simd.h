@@ -83,6 +83,19 @@ inline d8 exp_lanes(d8 x) {
   return out;
 }
 
+// sqrt on every lane (inputs >= 0): one instruction where the ISA has it.
+inline f8 sqrt_lanes(f8 x) {
+#if defined(__AVX__)
+  return __builtin_ia32_sqrtps256(x);
+#elif defined(__SSE2__)
+  return __builtin_ia32_sqrtps(x);
+#else
+  f8 out;
+  for (int i = 0; i < kLanes; ++i) out[i] = __builtin_sqrtf(x[i]);
+  return out;
+#endif
+}
+
 template <typename V>
 inline auto hsum(const V& v) -> decltype(v[0] + v[0]) {
   decltype(v[0] + v[0]) s = 0;

@@ -7,8 +7,14 @@
 //
 // Parallel scheme: triangles are set up in parallel, binned serially (in increasing id order,
 // which keeps the result deterministic) into horizontal bands of rows, and each band is
-// rasterized by one thread with its own z-buffer, so no atomics are needed.
+// rasterized by one thread with its own z-buffer, so no atomics are needed. Threads come from
+// core/csrc/hc_parallel.h (bands handed out from a shared counter, passive waits), not OpenMP,
+// so that a busy machine does not stall the threads at barriers.
 #include <torch/extension.h>
+
+#include <atomic>
+
+#include "hc_parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -59,10 +65,10 @@ inline bool eval_pixel(const TriSetup& t, double px, double py, double* bary, do
 template <typename scalar_t>
 void rasterize_impl(const double* verts, int64_t num_verts, const int64_t* faces, int64_t num_faces,
                     int64_t H, int64_t W, double near, bool cull_backfaces, int64_t* tid_out,
-                    scalar_t* bary_out, scalar_t* depth_out) {
+                    scalar_t* bary_out, scalar_t* depth_out, int n_threads) {
   std::vector<TriSetup> tris(num_faces);
-#pragma omp parallel for schedule(static)
-  for (int64_t f = 0; f < num_faces; ++f) {
+  hc_par::parallel_for(num_faces, n_threads, 4096, [&](int, int64_t f0, int64_t f1) {
+  for (int64_t f = f0; f < f1; ++f) {
     TriSetup& t = tris[f];
     t.valid = false;
     bool ok = true;
@@ -97,6 +103,7 @@ void rasterize_impl(const double* verts, int64_t num_verts, const int64_t* faces
     t.y1 = static_cast<int64_t>(y1);
     t.valid = true;
   }
+  });
 
   const int64_t num_bands = (H + kBandRows - 1) / kBandRows;
   std::vector<int64_t> counts(num_bands + 1, 0);
@@ -115,12 +122,11 @@ void rasterize_impl(const double* verts, int64_t num_verts, const int64_t* faces
   }
 
   const double inf = std::numeric_limits<double>::infinity();
-#pragma omp parallel
-  {
+  std::atomic<int64_t> next_band{0};
+  hc_par::run_workers(int(std::min<int64_t>(n_threads, num_bands)), [&](int) {
     std::vector<double> zbuf(kBandRows * W);
     std::vector<int64_t> tbuf(kBandRows * W);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < num_bands; ++b) {
+    for (int64_t b; (b = next_band.fetch_add(1, std::memory_order_relaxed)) < num_bands;) {
       const int64_t row0 = b * kBandRows;
       const int64_t row1 = std::min(H, row0 + kBandRows);
       std::fill(zbuf.begin(), zbuf.end(), inf);
@@ -168,7 +174,7 @@ void rasterize_impl(const double* verts, int64_t num_verts, const int64_t* faces
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace
@@ -177,7 +183,7 @@ void rasterize_impl(const double* verts, int64_t num_verts, const int64_t* faces
 // Returns (triangle_id [H, W] int64, bary [H, W, 3], depth [H, W]) with bary/depth in out_dtype.
 std::vector<torch::Tensor> rasterize_forward(torch::Tensor verts, torch::Tensor faces, int64_t height,
                                              int64_t width, double near, bool cull_backfaces,
-                                             bool out_double) {
+                                             bool out_double, int64_t n_threads) {
   TORCH_CHECK(verts.device().is_cpu() && faces.device().is_cpu(), "mesh_raster: CPU tensors expected");
   TORCH_CHECK(verts.scalar_type() == torch::kFloat64 && verts.is_contiguous() && verts.dim() == 2 &&
                   verts.size(1) == 3,
@@ -186,6 +192,7 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor verts, torch::Tensor 
                   faces.size(1) == 3,
               "mesh_raster: faces must be contiguous int64 [F, 3]");
   TORCH_CHECK(height > 0 && width > 0, "mesh_raster: height and width must be positive");
+  const int threads = int(std::max<int64_t>(1, n_threads));
   auto dtype = out_double ? torch::kFloat64 : torch::kFloat32;
   auto tid = torch::empty({height, width}, torch::dtype(torch::kInt64));
   auto bary = torch::empty({height, width, 3}, torch::dtype(dtype));
@@ -193,15 +200,17 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor verts, torch::Tensor 
   if (out_double) {
     rasterize_impl<double>(verts.data_ptr<double>(), verts.size(0), faces.data_ptr<int64_t>(), faces.size(0),
                            height, width, near, cull_backfaces, tid.data_ptr<int64_t>(),
-                           bary.data_ptr<double>(), depth.data_ptr<double>());
+                           bary.data_ptr<double>(), depth.data_ptr<double>(), threads);
   } else {
     rasterize_impl<float>(verts.data_ptr<double>(), verts.size(0), faces.data_ptr<int64_t>(), faces.size(0),
                           height, width, near, cull_backfaces, tid.data_ptr<int64_t>(),
-                          bary.data_ptr<float>(), depth.data_ptr<float>());
+                          bary.data_ptr<float>(), depth.data_ptr<float>(), threads);
   }
   return {tid, bary, depth};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("rasterize_forward", &rasterize_forward, "Z-buffer rasterization to triangle id + barycentrics (CPU)");
+  m.def("rasterize_forward", &rasterize_forward, "Z-buffer rasterization to triangle id + barycentrics (CPU)",
+        py::arg("verts"), py::arg("faces"), py::arg("height"), py::arg("width"), py::arg("near"),
+        py::arg("cull_backfaces"), py::arg("out_double"), py::arg("n_threads") = 1);
 }
