@@ -25,7 +25,11 @@ def _run(args) -> int:
     if not args.input.exists():
         raise ValueError(f"{args.input}: no such file or folder")
     glb = args.input
-    if args.input.suffix.lower() != ".glb":
+    if args.input.suffix.lower() == ".glb":
+        from headcap.avatar.export.glb import read_glb
+
+        read_glb(glb)  # a broken .glb is refused here, not embedded into a page that shows nothing
+    else:
         from headcap.commands.export import _export_mesh
 
         args.out.mkdir(parents=True, exist_ok=True)

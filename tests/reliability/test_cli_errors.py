@@ -143,9 +143,29 @@ CASES = [
     ("calibrate-png-bomb", lambda t: (["calibrate", str(_png_bomb_folder(t)), "--out", str(t / "rig.json"),
                                        "--board", "charuco:5x7:0.04:0.02:DICT_6X6_250"],
                                       ["000.png", "20000x20000"])),
+    # export / view: claimed counts and broken files
+    ("export-ply-claims-1e20-vertices", lambda t: (["export", str(_ply(t, "99999999999999999999")), "--format", "splat-glb",
+                                                    "--out", str(t / "o.glb")], ["big.ply", "99999999999999999999"])),
+    # accepted: a 4-byte "glTF" file was embedded into a viewer page that showed nothing
+    ("view-broken-glb", lambda t: (["view", str(_bytes(t / "bad.glb", b"glTF")), "--out", str(t / "v")],
+                                   ["bad.glb", "too short"])),
+    ("view-glb-negative-chunk", lambda t: (["view", str(_bytes(t / "bad.glb", b"glTF" + bytes([2, 0, 0, 0, 24, 0, 0, 0])
+                                                                + bytes([255, 255, 255, 127]) + b"JSON" + b"{}  ")),
+                                            "--out", str(t / "v")], ["bad.glb", "chunk"])),
     # argparse's two-line usage error
     ("usage-error", lambda t: (["rig", "convert", "only-one"], ["headcap rig convert", "required"])),
 ]
+
+
+def _ply(tmp, count: str) -> Path:
+    path = tmp / "big.ply"
+    path.write_bytes(f"ply\nformat binary_little_endian 1.0\nelement vertex {count}\nproperty float x\nend_header\n".encode())
+    return path
+
+
+def _bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def _loop(tmp) -> Path:
