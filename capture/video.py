@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from headcap.core.limits import check_image_bytes
+from headcap.core.limits import check_image_bytes, check_image_size
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -84,6 +84,9 @@ def probe_video(path) -> VideoInfo:
         metadata = {**{str(k): str(v) for k, v in container.metadata.items()},
                     **{str(k): str(v) for k, v in stream.metadata.items()}}
         rotation = 0
+        claimed = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+        if all(claimed):  # before decoding a frame of it
+            check_image_size(*claimed, path, what="the video stream claims")
         try:
             first = next(container.decode(stream), None)
         except av.error.FFmpegError:

@@ -132,3 +132,25 @@ def test_plain_npz_still_reads(tmp_path):
     np.savez_compressed(path, a=np.arange(12.0).reshape(3, 4), b=np.array([1, 2], np.int32), c=np.zeros((0, 3)))
     out = read_npz(path)
     assert out["a"].shape == (3, 4) and out["b"].dtype == np.int32 and out["c"].shape == (0, 3)
+
+
+def test_video_frame_size_is_checked_before_decoding(tmp_path, monkeypatch):
+    """A video stream's size comes from its codec header: checked before the first frame is decoded."""
+    import av
+
+    from headcap.capture.video import probe_video
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(2):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert (probe_video(path).width, probe_video(path).height) == (64, 48)
+    monkeypatch.setenv("HEADCAP_MAX_IMAGE_PIXELS", "3000")
+    with pytest.raises(LimitError, match=r"clip.mp4.*64x48"):
+        probe_video(path)
