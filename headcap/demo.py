@@ -11,12 +11,11 @@ then report.html with pictures and numbers (rewritten on every run, from the sta
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from headcap.core.fileio import write_json
+from headcap.core.fileio import read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def _write_report(out: Path, config: DemoConfig, results: dict, tic: float) -> P
     session_dir, calib_dir, splat_dir = (results[n].folder for n in ("session", "calibration", "splats"))
     session = read_session(session_dir)
     errors = compare_rigs(read_rig(calib_dir / "rig.json"), session.load_rig()).rows()
-    metrics = json.loads((splat_dir / "metrics.json").read_text())
+    metrics = read_json(splat_dir / "metrics.json")
     timings = {f"{name}_s": r.record.get("seconds", 0.0) for name, r in results.items()}
     timings["this_run_s"] = time.perf_counter() - tic
 
@@ -102,7 +101,7 @@ def _write_report(out: Path, config: DemoConfig, results: dict, tic: float) -> P
     report.table(["camera", "focal error %", "principal point error px", "centre error mm", "rotation error deg"],
                  [[r["camera"], r["focal_error_pct"], r["principal_point_error_px"], r["centre_error_mm"],
                    r["rotation_error_deg"]] for r in errors])
-    calib_summary = json.loads((calib_dir / "summary.json").read_text())
+    calib_summary = read_json(calib_dir / "summary.json")
     report.text(f"Bundle adjustment: RMS {calib_summary['rms_px']:.3f} px over {calib_summary['frames']} board "
                 f"poses (start {calib_summary['initial_rms_px']:.2f} px). Errors are measured after a rigid "
                 "alignment of the calibrated rig to the true one (no scale: the board sets metric scale).")
