@@ -1,8 +1,11 @@
-// headcap's avatar viewer: three.js + GLTFLoader, bundled by esbuild into viewer.bundle.js
-// (see headcap/viewer/__init__.py). The page embeds the .glb as base64 in
-// <script id="avatar" type="application/octet-stream">, so it opens from file:// and fetches nothing.
-import * as THREE from 'three';
+// headcap's avatar viewer: three.js (WebGPURenderer: WebGPU where the browser has it, else its
+// WebGL2 backend), GLTFLoader and three.js's Gaussian splat renderer for KHR_gaussian_splatting
+// primitives, bundled by esbuild into viewer.bundle.js (see headcap/viewer/__init__.py). The page
+// embeds the .glb as base64 in <script id="avatar" type="application/octet-stream">, so it opens
+// from file:// and fetches nothing.
+import * as THREE from 'three/webgpu';
 import { GLTFLoader } from 'three/examples/jsm/loaders/GLTFLoader.js';
+import { GLTFGaussianSplatLoaderExtension } from 'three/examples/jsm/loaders/GLTFGaussianSplatLoaderExtension.js';
 import { OrbitControls } from 'three/examples/jsm/controls/OrbitControls.js';
 
 function decodeBase64(text) {
@@ -14,11 +17,11 @@ function decodeBase64(text) {
 
 async function main() {
   const status = document.getElementById('status');
-  const renderer = new THREE.WebGLRenderer({ antialias: true });
+  const renderer = new THREE.WebGPURenderer({ antialias: true });
   renderer.setPixelRatio(window.devicePixelRatio || 1);
   renderer.setSize(window.innerWidth, window.innerHeight);
-  renderer.outputColorSpace = THREE.SRGBColorSpace;
   document.body.appendChild(renderer.domElement);
+  await renderer.init();
   const scene = new THREE.Scene();
   scene.background = new THREE.Color(0x202124);
   scene.add(new THREE.HemisphereLight(0xffffff, 0x444444, 2.0));
@@ -26,16 +29,22 @@ async function main() {
   key.position.set(0.5, 1.0, 1.0);
   scene.add(key);
 
+  const loader = new GLTFLoader();
+  loader.register((parser) => new GLTFGaussianSplatLoaderExtension(parser));
   const gltf = await new Promise((resolve, reject) =>
-    new GLTFLoader().parse(decodeBase64(document.getElementById('avatar').textContent), '', resolve, reject));
+    loader.parse(decodeBase64(document.getElementById('avatar').textContent), '', resolve, reject));
   scene.add(gltf.scene);
+  let splats = 0;
+  gltf.scene.traverse((obj) => { if (obj.isGaussianSplat) splats += 1; });
+  // srgb_rec709_display splats hold display colours: write them out unconverted; meshes are linear PBR
+  renderer.outputColorSpace = splats ? THREE.LinearSRGBColorSpace : THREE.SRGBColorSpace;
   const mixer = new THREE.AnimationMixer(gltf.scene);
   const clip = gltf.animations[0];
   if (clip) mixer.clipAction(clip).play();
   mixer.update(0);
   gltf.scene.updateMatrixWorld(true);
   // precise: the box of the skinned, morphed vertices at the clip's start (the head may sit anywhere in the world)
-  const box = new THREE.Box3().setFromObject(gltf.scene, true);
+  const box = new THREE.Box3().setFromObject(gltf.scene, splats === 0);
   const centre = box.getCenter(new THREE.Vector3());
   const size = box.getSize(new THREE.Vector3()).length();
   const camera = new THREE.PerspectiveCamera(30, window.innerWidth / window.innerHeight, size / 100, size * 100);
@@ -45,12 +54,13 @@ async function main() {
   controls.update();
 
   const state = { time: 0, clip: clip ? clip.name : null, duration: clip ? clip.duration : 0, frames: 0,
-                  morphTargets: [] };
+                  morphTargets: [], splatObjects: splats, backend: renderer.backend.isWebGPUBackend ? 'webgpu' : 'webgl2' };
   gltf.scene.traverse((obj) => {
     if (obj.morphTargetDictionary) state.morphTargets = Object.keys(obj.morphTargetDictionary);
   });
-  status.textContent = clip ? `${clip.name}: ${clip.duration.toFixed(2)} s, ${state.morphTargets.length} morph targets`
-                            : `${state.morphTargets.length} morph targets (no animation)`;
+  status.textContent = (splats ? `${splats} splat set(s) (drawn static), ` : '')
+    + (clip ? `${clip.name}: ${clip.duration.toFixed(2)} s, ${state.morphTargets.length} morph targets`
+            : `${state.morphTargets.length} morph targets (no animation)`);
   let last = performance.now();
   window.addEventListener('resize', () => {
     camera.aspect = window.innerWidth / window.innerHeight;

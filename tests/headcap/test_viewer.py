@@ -17,7 +17,9 @@ from headcap.cli import main
 from headcap.reconstruct.head_loaders import load_head_model
 from headcap.viewer import BUNDLE, ESBUILD_ARGS, SOURCE
 
-GPU_NOTES = "GL Driver Message"  # SwiftShader's performance notes (warnings), not the page's
+# warnings that come from the machine (no GPU), not from the page: SwiftShader's performance notes
+# and WebGPURenderer falling back to its WebGL2 backend
+MACHINE_NOTES = ("GL Driver Message", "No available adapters.", "WebGPU is not available, running under WebGL2")
 
 
 def test_committed_bundle_is_built_from_the_source(tmp_path):
@@ -29,24 +31,49 @@ def test_committed_bundle_is_built_from_the_source(tmp_path):
     assert out.read_bytes() == BUNDLE.read_bytes(), "rebuild headcap/viewer/viewer.bundle.js (headcap/viewer/__init__.py)"
 
 
-def test_viewer_page_plays_the_animation_without_console_errors(tmp_path):
+def open_viewer(glb, out_dir):
+    """`headcap view GLB`, then the page in headless Chromium: (viewer state, screenshot [H, W, 3])."""
     require_node_package("playwright-core")
     exe = chromium()
+    assert main(["view", str(glb), "--out", str(out_dir)]) == 0
+    page = out_dir / "index.html"
+    assert "http" not in page.read_text()[:2000]  # the page's own markup names nothing to fetch
+    proc = run_node(JS_DIR / "render_check.cjs", exe, page.as_uri(), "-", out_dir / "out.json", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((out_dir / "out.json").read_text())
+    errors = [m for m in out["console"] if m["type"] in ("error", "pageerror", "requestfailed")]
+    assert not errors, errors
+    noise = [m for m in out["console"] if m["type"] != "log" and not any(n in m["text"] for n in MACHINE_NOTES)]
+    assert not noise, noise
+    shot = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["results"][0]["png"].split(",", 1)[1]))).convert("RGB"))
+    return out["results"][0]["state"], shot
+
+
+def covered_middle(shot) -> float:
+    background = np.array([0x20, 0x21, 0x24])
+    centre = shot[shot.shape[0] // 4: 3 * shot.shape[0] // 4, shot.shape[1] // 4: 3 * shot.shape[1] // 4]
+    return float((np.abs(centre.astype(int) - background).sum(-1) > 30).mean())
+
+
+def test_viewer_page_plays_the_animation_without_console_errors(tmp_path):
     head = load_head_model("default")
     seq = random_sequence(head, 10)
     seq.world_from_head[:, :3, 3] *= 0.1  # a head that stays in view while the clip plays in real time
     export_head_glb(head, tmp_path / "head.glb", sequence=seq)
-    assert main(["view", str(tmp_path / "head.glb"), "--out", str(tmp_path / "viewer")]) == 0
-    page = tmp_path / "viewer" / "index.html"
-    assert "http" not in page.read_text()[:2000]  # the page's own markup names nothing to fetch
-    proc = run_node(JS_DIR / "render_check.cjs", exe, page.as_uri(), "-", tmp_path / "out.json", timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads((tmp_path / "out.json").read_text())
-    noise = [m for m in out["console"] if m["type"] != "log" and GPU_NOTES not in m["text"]]
-    assert not noise, noise
-    state = out["results"][0]["state"]
+    state, shot = open_viewer(tmp_path / "head.glb", tmp_path / "viewer")
     assert state["clip"] == "sequence" and len(state["morphTargets"]) == 52 and state["frames"] >= 10
-    shot = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["results"][0]["png"].split(",", 1)[1]))).convert("RGB"))
-    background = np.array([0x20, 0x21, 0x24])
-    centre = shot[shot.shape[0] // 4: 3 * shot.shape[0] // 4, shot.shape[1] // 4: 3 * shot.shape[1] // 4]
-    assert (np.abs(centre.astype(int) - background).sum(-1) > 30).mean() > 0.2  # the head fills the middle
+    assert covered_middle(shot) > 0.2  # the head fills the middle
+
+
+def test_viewer_page_draws_splats(tmp_path):
+    from headcap.avatar.export.splats import Splats, write_splat_glb
+
+    means = load_head_model("default").template.double().numpy()
+    n = len(means)
+    rng = np.random.default_rng(0)
+    write_splat_glb(tmp_path / "splats.glb", Splats.from_colors(
+        means, rng.normal(size=(n, 4)), np.log(rng.uniform(0.002, 0.005, (n, 3))), np.full(n, 2.0),
+        np.full((n, 3), 0.8)))
+    state, shot = open_viewer(tmp_path / "splats.glb", tmp_path / "viewer")
+    assert state["splatObjects"] == 1 and state["frames"] >= 10
+    assert covered_middle(shot) > 0.2

@@ -20,7 +20,7 @@ async function renderView(job) {
   const scene = new THREE.Scene();
   scene.add(gltf.scene);
   let splats = 0;
-  gltf.scene.traverse((obj) => { if (obj.isGaussianSplat || obj.constructor.name === 'GaussianSplat') splats += 1; });
+  gltf.scene.traverse((obj) => { if (obj.isGaussianSplat) splats += 1; });
   const camera = new THREE.PerspectiveCamera(job.fovY, job.width / job.height, 0.01, 20);
   camera.matrixAutoUpdate = false;
   camera.matrix.fromArray(job.worldFromCamera);
