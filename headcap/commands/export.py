@@ -139,7 +139,6 @@ def _export_mesh(args) -> int:
 
 def _bake(session, model, sequence, args):
     import cv2
-    import numpy as np
     import torch
 
     from headcap.avatar.export.sequence import sequence_for_model
@@ -154,6 +153,10 @@ def _bake(session, model, sequence, args):
     bad = [f for f in frames if not 0 <= f < min(sequence.num_frames, session.frame_count)]
     if bad or not frames:
         raise ValueError(f"--bake-frames: frames {bad or frames} outside 0..{min(sequence.num_frames, session.frame_count) - 1}")
+    if session.extra.get("monocular") and frames != [0]:
+        raise ValueError("--bake-frames: a monocular session's rig.json holds the frame-0 camera pose only; bake from 0")
+    if not 16 <= args.texture_size <= 8192:
+        raise ValueError(f"--texture-size {args.texture_size}: expected 16..8192 texels (0 for no texture)")
     expression, rotations = sequence_for_model(sequence, model)
     ident = torch.as_tensor(sequence.identity[None, : model.num_identity], dtype=torch.float64)
     m64 = model.to(dtype=torch.float64)
@@ -169,5 +172,4 @@ def _bake(session, model, sequence, args):
                 raise ValueError(f"{session.image_path(f, cam)}: cannot read the image")
             images.append(bgr[..., ::-1])
         inputs.append((verts, cameras, images))
-    del np
     return bake_texture(model, inputs, size=args.texture_size)
