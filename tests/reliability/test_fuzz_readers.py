@@ -232,7 +232,6 @@ def test_colmap_binary_write_refuses_what_it_cannot_pack(tmp_path):
     """Old: struct.error traceback (a field beyond its binary width)."""
     from headcap.calib.formats._common import ExportError
 
-    rig = tiny_rig()
     with pytest.raises(ExportError, match="cam00"):
         colmap._pack(tmp_path, "cam00", "WIDTH/HEIGHT/PARAMS", "<iiQQ", 1, 1, 2**64, 1)
 
