@@ -22,7 +22,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -41,29 +41,34 @@ STATE = ".ingest/state.json"
 
 @dataclass
 class IngestConfig:
-    format: str = "auto"
-    """auto | videos | images | nersemble | nerfstudio | monocular"""
+    format: Literal["auto", "videos", "images", "nersemble", "nerfstudio", "monocular"] = "auto"
+    """Source layout (auto: detected from SRC)."""
     start: int = 0
     """First synchronised frame to keep."""
     end: int | None = None
     """One past the last synchronised frame to keep (None: to the end)."""
     stride: int = 1
+    """Keep every n-th frame."""
     resize: str | None = None
     """Long side in pixels ("512") or an exact size ("550x802"); None keeps the source size."""
-    image_format: str = "png"
-    """png | jpg"""
+    image_format: Literal["png", "jpg"] = "png"
+    """Format of the written frames."""
     jpeg_quality: int = 95
-    sync: str = "auto"
-    """auto | timestamps | flash | audio | none"""
+    """JPEG quality with image_format jpg."""
+    sync: Literal["auto", "timestamps", "flash", "audio", "none"] = "auto"
+    """How to align cameras (auto: a flash if every camera sees one, else a shared sound, else
+    container timestamps)."""
     max_offset_s: float = 5.0
-    on_missing: str = "skip"
-    """skip: drop a frame some camera lacks; fill: repeat that camera's previous frame"""
-    masks: str = "auto"
-    """auto | plate | none (user masks are always kept)"""
+    """Largest offset between cameras (seconds)."""
+    on_missing: Literal["skip", "fill"] = "skip"
+    """A frame some camera dropped: skip it, or fill it with that camera's previous frame."""
+    masks: Literal["auto", "plate", "none"] = "auto"
+    """Background-plate matting (user masks are always kept)."""
     grabcut: bool = False
+    """Refine mask boundaries with GrabCut."""
     matte: MatteConfig = field(default_factory=MatteConfig)
-    colour: str = "auto"
-    """auto | chart | subject | none"""
+    colour: Literal["auto", "chart", "subject", "none"] = "auto"
+    """Colour matching between cameras."""
     reference: str | None = None
     """Reference camera for colour (default: the first camera)."""
     fps: float | None = None
@@ -71,12 +76,15 @@ class IngestConfig:
     fov: float = 60.0
     """Monocular: horizontal field of view guess (degrees) when the video has no focal length tag."""
     calibration: str | None = None
-    """rig.json / camera_params.json / transforms.json for videos and images formats."""
+    """rig.json, NeRSemble camera_params.json or transforms.json for the videos and images formats."""
     background: str | None = None
+    """Folder of per-camera background plates (default: SRC/background)."""
     sequence: str | None = None
+    """NeRSemble: sequence name inside a participant folder."""
     skip_bad: bool = False
-    """Warn and drop a bad camera or frame instead of failing."""
+    """Warn and drop bad cameras, or unreadable frames of image sequences, instead of failing."""
     checkpoint_every: int = 8
+    """Frames between resume checkpoints."""
     workers: int = 0
     """Threads for decode/matte/encode (0: one per CPU)."""
 
