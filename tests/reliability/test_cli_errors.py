@@ -1,7 +1,8 @@
 """The campaign's bad inputs (issue #19), command by command, through `headcap.cli.main`: each exits
 2 with one line that names the file or option, the field and the value; never a traceback.
 
-Every row guards a defect the campaign found; the comment on the row says what the old code did.
+Every row guards a defect the campaign found (the comment above it says what the old code did),
+except the rows marked as controls, which the old code passed too.
 Crashes and hangs of the old code (a segfault, a 2**60-node walk) run in a subprocess with a
 timeout, so a regression fails the test instead of killing the run.
 """
@@ -114,12 +115,16 @@ CASES = [
     # deep JSON: named, with the limit
     ("deep-json", lambda t: (["rig", "show", str(_rig_text(t, '{"cameras": ' + "[" * 200 + "]" * 200 + "}"))],
                              ["rig.json", "nested"])),
-    # symlink loop: the error names the file
+    # symlink loops: named, with the file and field that lead to them (old: "Symlink loop from '...'", no
+    # field); the first row is a control (the old code named a looping rig file already)
     ("symlink-loop", lambda t: (["rig", "show", "--from", "rig", str(_loop(t))], ["loop.json"])),
+    ("session-rig-symlink-loop", lambda t: (["rig", "show", str(_session_with_loop(t))],
+                                            ["session.json", "field 'rig'", "loop.json"])),
     # demo/synth options: accepted silently or crashed
     ("demo-iterations-negative", lambda t: (["demo", "--out", str(t / "o"), "--iterations", "-5"], ["--iterations", "-5"])),
     ("demo-held-out-all", lambda t: (["demo", "--out", str(t / "o"), "--cameras", "3", "--held-out", "3"], ["--held-out", "3"])),
     ("demo-seed-negative", lambda t: (["demo", "--out", str(t / "o"), "--seed", "-1"], ["--seed", "-1"])),
+    # control: an upper bound on the rig size (the old code failed later, also naming the field)
     ("synth-cameras-huge", lambda t: (["synth", "--out", str(t / "o"), "--cameras", "1000000000"], ["cameras", "1000000000"])),
     ("synth-npz-lying-shape", lambda t: (["synth", "--out", str(t / "o"), "--head", f"npz:{npz_lying_header(t / 'h.npz')}"],
                                          ["h.npz", "vertices", "1000000"])),
@@ -165,6 +170,15 @@ def _ply(tmp, count: str) -> Path:
 def _bytes(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def _session_with_loop(tmp) -> Path:
+    root = tmp / "session"
+    root.mkdir()
+    os.symlink(root / "loop.json", root / "loop.json")
+    write_json_text(root / "session.json", {"schema_version": 1, "name": "s", "fps": 30.0, "frame_count": 0,
+                                            "cameras": ["cam00"], "frames": [], "rig": "loop.json"})
+    return root
 
 
 def _loop(tmp) -> Path:

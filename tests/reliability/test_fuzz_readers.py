@@ -398,3 +398,27 @@ def test_glb_reader_survives_byte_mutations(data, workdir):
             read_accessor(doc, binary, i)
     except ValueError:
         pass
+
+
+def test_nerfstudio_camera_model_of_another_json_type_is_named(workdir):
+    """Found by this fuzzer: `"camera_model": []` raised TypeError (unhashable list)."""
+    doc = nerfstudio.rig_to_transforms(tiny_rig())
+    doc["camera_model"] = []
+    path = _fresh(workdir, "transforms.json")
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="camera_model"):
+        nerfstudio.read_nerfstudio(path)
+
+
+def test_npz_member_flagged_encrypted_is_named(workdir):
+    """Found by this fuzzer: one flipped flag bit made zipfile raise RuntimeError ("password required")."""
+    buffer = io.BytesIO()
+    np.savez(buffer, vertices=np.zeros((4, 3)))
+    raw = bytearray(buffer.getvalue())
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        pos = raw.find(signature)
+        raw[pos + flag_at] |= 0x01
+    path = _fresh(workdir, "model.npz")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="model.npz"):
+        read_npz(path)
