@@ -5,55 +5,89 @@
 // start-up), taking CPU from the very thread they wait for: with one competing busy process on
 // a 2-core machine the 2-thread kernels ran 2-3x slower than 1 thread. Here
 //   - work is handed out through an atomic counter (a worker that runs late simply takes less),
-//   - the caller is worker 0 and the others are threads started for the call, joined with
-//     std::thread::join (a futex wait: nobody spins), so the only waiting is passive,
+//   - the caller is worker 0 and the others are threads started for the call; the caller
+//     waits (condition variable: nobody spins) only for helpers that got to work, never for
+//     one the OS has not scheduled yet,
 //   - nothing depends on OMP_* / GOMP_* settings, and the user's environment is not touched.
-// Starting a thread costs ~10-30 us, negligible against the kernels' per-call work.
+// Starting a thread costs ~10-30 us, small against the kernels' per-call work.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
-#include <vector>
 
 namespace hc_par {
 
-// Runs fn(worker) on workers 0 .. threads - 1 (worker 0 is the calling thread) and returns when
-// all are done; the first exception thrown by any worker is rethrown here. If the OS refuses a
-// thread, the call runs on the workers it got (fn must tolerate any worker count >= 1: use it
-// with a shared work counter, as parallel_for does).
+// Runs fn(worker) on the calling thread (worker 0) and on up to threads - 1 helper threads
+// started for the call; returns when fn has returned on every worker that started it. fn must
+// take its work from a shared counter (as parallel_for does) and tolerate any number of
+// workers >= 1: a helper that the OS has not yet scheduled when worker 0 finishes the work
+// never runs fn (the call is closed then), so the caller waits only for helpers that are
+// really working, and that wait sleeps (condition variable). Helpers are detached; the little
+// state they share with the call is reference-counted, so a late helper only finds the call
+// closed and exits. The first exception thrown by any worker is rethrown here.
 template <typename F>
 int run_workers(int threads, F&& fn) {
   if (threads <= 1) {
     fn(0);
     return 1;
   }
-  std::exception_ptr error;
-  std::mutex error_lock;
-  auto guarded = [&](int w) {
-    try {
-      fn(w);
-    } catch (...) {
-      std::lock_guard<std::mutex> hold(error_lock);
-      if (!error) error = std::current_exception();
-    }
+  struct Call {
+    std::mutex lock;
+    std::condition_variable finished;
+    bool closed = false;
+    int running = 0;
+    int started = 1;
+    std::exception_ptr error;
+    std::function<void(int)> body;
   };
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
+  auto call = std::make_shared<Call>();
+  call->body = [&fn](int w) { fn(w); };
+  auto helper = [call](int w) {
+    {
+      std::lock_guard<std::mutex> hold(call->lock);
+      if (call->closed) return;  // worker 0 already did everything
+      ++call->running;
+      ++call->started;
+    }
+    std::exception_ptr error;
+    try {
+      call->body(w);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::lock_guard<std::mutex> hold(call->lock);
+    if (error && !call->error) call->error = error;
+    if (--call->running == 0) call->finished.notify_all();
+  };
   for (int w = 1; w < threads; ++w) {
     try {
-      pool.emplace_back(guarded, w);
+      std::thread(helper, w).detach();
     } catch (const std::system_error&) {
       break;  // fewer workers; the shared counter hands their share to the others
     }
   }
-  guarded(0);
-  for (auto& t : pool) t.join();
+  std::exception_ptr error;
+  try {
+    fn(0);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::unique_lock<std::mutex> hold(call->lock);
+  call->closed = true;
+  call->finished.wait(hold, [&] { return call->running == 0; });
+  if (!error) error = call->error;
+  const int workers = call->started;
+  hold.unlock();
   if (error) std::rethrow_exception(error);
-  return int(pool.size()) + 1;
+  return workers;
 }
 
 // Dynamic loop: items [0, n) in blocks of `grain`, fn(worker, begin, end) per block, blocks
