@@ -27,7 +27,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from headcap.core.faults import kill_point
-from headcap.core.fileio import read_json, write_json
+from headcap.core.fileio import read_json, swap_into_place, write_json
 from headcap.capture import ingest_analysis as analysis_mod
 from headcap.capture.adapters import Source, discover
 from headcap.capture.colour import apply_colour
@@ -314,17 +314,7 @@ def _commit(partial: Path, out: Path, state: dict) -> None:
     state["complete"] = True
     write_json(partial / STATE, state)
     kill_point("ingest", "complete")
-    old = _old_dirs(out)[0]
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        os.replace(out, old)
-        kill_point("ingest", "old-moved")
-    os.replace(partial, out)
-    kill_point("ingest", "renamed")
-    if old.exists():
-        shutil.rmtree(old)
-        kill_point("ingest", "old-removed")
+    swap_into_place(partial, out, _old_dirs(out)[0], on_step=lambda point: kill_point("ingest", point))
 
 
 def _finish(out: Path) -> None:

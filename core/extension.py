@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 
+from headcap.core.fileio import read_json_object_or_none
+
 _LOCK = threading.Lock()
 _CACHE: dict[str, object] = {}
 _BUILD_SECONDS = 0.0
@@ -204,7 +206,7 @@ def _clear_stale_baton(build_dir: Path) -> None:
     baton = build_dir / TORCH_BATON
     if not baton.exists():
         return
-    owner = _read_json(build_dir / OWNER) or {}
+    owner = read_json_object_or_none(build_dir / OWNER) or {}
     pid, host = owner.get("pid"), owner.get("host")
     if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
         baton.unlink(missing_ok=True)
@@ -231,7 +233,7 @@ def _estimate(name: str) -> float:
     stamps = []
     base = extension_dir().parent
     for stamp in base.glob(f"*/headcap_{name}_*/{STAMP}"):
-        data = _read_json(stamp)
+        data = read_json_object_or_none(stamp)
         if data and isinstance(data.get("seconds"), (int, float)):
             stamps.append((stamp.stat().st_mtime, float(data["seconds"])))
     return max(stamps)[1] if stamps else _DEFAULT_ESTIMATE_S
@@ -259,14 +261,6 @@ class _BuildLock:
     def __exit__(self, *exc):
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -345,3 +345,51 @@ def safe_relative_path(root, relative: str, path_of_manifest, field: str) -> Pat
     if full != root_resolved and root_resolved not in full.parents:
         raise FileFormatError(path_of_manifest, field, f"path {relative!r} escapes the session folder {root_resolved}")
     return full
+
+
+def read_json_object_or_none(path) -> dict | None:
+    """A bookkeeping file (a stage record, a build stamp): its JSON object, or None when it is
+    missing, unreadable or not an object (a crash may have left anything there)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def fsync_dir(path) -> None:
+    """Make renames inside `path` durable (best effort: some filesystems refuse a directory fsync)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def swap_into_place(work, out, old, on_step=None) -> None:
+    """Replace the folder `out` by the finished folder `work`, keeping the previous `out` as
+    `old` only for the instant of the swap: remove a stale `old`, rename out -> old, work -> out,
+    remove old. Each step is a rename or a removal of a folder nobody reads, so a crash at any
+    point leaves `out` old or new (or, between the two renames, the old one in `old` and the new
+    one in `work`, which the caller's recovery completes). on_step(name) is called after
+    "old-moved", "renamed" and "old-removed" (the fault-injection points)."""
+    import shutil
+
+    work, out, old = Path(work), Path(out), Path(old)
+    step = on_step or (lambda name: None)
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+        step("old-moved")
+    os.replace(work, out)
+    step("renamed")
+    if old.exists():
+        shutil.rmtree(old)
+        step("old-removed")
+    fsync_dir(out.parent)

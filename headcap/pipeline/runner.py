@@ -17,7 +17,6 @@ old or the new outputs, and the next run finishes or discards the half-done comm
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -27,10 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rich.markup import escape
+
 from headcap.core.extension import build_seconds
-from headcap.core.fileio import write_json
-from headcap.pipeline.fingerprint import canonical, code_fingerprint, digest, software_versions, tree_fingerprint
+from headcap.core.fileio import read_json_object_or_none, swap_into_place, write_json
 from headcap.core.lock import FolderLock
+from headcap.pipeline.fingerprint import canonical, code_fingerprint, digest, software_versions, tree_fingerprint
 
 RECORD = "stage.json"
 MARKER = ".headcap-run"
@@ -38,7 +39,7 @@ _KEY_FILE = ".stage-key"
 # Fault injection for the crash tests: HEADCAP_PIPELINE_KILL_AT=<stage>:<point> makes the process
 # SIGKILL itself at that point of the commit (points: COMMIT_POINTS).
 KILL_ENV = "HEADCAP_PIPELINE_KILL_AT"
-COMMIT_POINTS = ("work-done", "record-written", "old-moved", "committed")
+COMMIT_POINTS = ("work-done", "record-written", "old-moved", "renamed", "old-removed")
 
 
 @dataclass(frozen=True)
@@ -164,14 +165,7 @@ class Pipeline:
         return keys
 
     def record(self, name: str) -> dict | None:
-        path = self.root / name / RECORD
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_json_object_or_none(self.root / name / RECORD)
 
     def is_current(self, stage: Stage, key: str) -> bool:
         record = self.record(stage.name)
@@ -215,11 +209,11 @@ class Pipeline:
                 label = f"[{i}/{n}] {stage.name}"
                 if stage.name not in force and self.is_current(stage, key):
                     record = self.record(stage.name) or {}
-                    self.console.print(f"{label}: up to date (reusing {self.root / stage.name})")
+                    self.console.print(f"{label}: up to date (reusing {escape(str(self.root / stage.name))})")
                     results[stage.name] = StageResult(stage.name, key, "cached", 0.0, self.root / stage.name, record)
                     continue
                 what = f" - {stage.description}" if stage.description else ""
-                self.console.print(f"[bold]{label}[/]{what}")
+                self.console.print(f"[bold]{label}[/]{escape(what)}")
                 results[stage.name] = self._run_stage(stage, key)
             if self.own_root:
                 write_json(self.root / "pipeline.json", {
@@ -255,7 +249,7 @@ class Pipeline:
         (work / _KEY_FILE).write_text(key)
         ctx = StageContext(stage, key, self.root, work, self.console, resumed)
         if resumed:
-            self.console.print(f"  resuming from the checkpoints in {work}")
+            self.console.print(f"  resuming from the checkpoints in {escape(str(work))}")
         started = _now()
         built_before = build_seconds()
         tic = time.perf_counter()
@@ -295,22 +289,13 @@ class Pipeline:
         return self.root / f".{stage.name}.old"
 
     def _commit(self, stage: Stage, work: Path) -> None:
-        final, old = self.root / stage.name, self._old_dir(stage)
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            os.replace(final, old)
-            _maybe_kill(stage.name, "old-moved")
-        os.replace(work, final)
-        _maybe_kill(stage.name, "committed")
-        if old.exists():
-            shutil.rmtree(old)
-        _fsync_dir(self.root)
+        swap_into_place(work, self.root / stage.name, self._old_dir(stage),
+                        on_step=lambda point: _maybe_kill(stage.name, point))
 
     def _recover(self, stage: Stage, key: str) -> None:
         """Finish or undo a commit that a crash interrupted (see the module docstring)."""
         final, old, work = self.root / stage.name, self._old_dir(stage), self._work_dir(stage)
-        work_record = _read_json(work / RECORD)
+        work_record = read_json_object_or_none(work / RECORD)
         if work_record is not None:
             if work_record.get("key") == key:
                 self.console.print(f"  {stage.name}: finishing the commit a crash interrupted")
@@ -331,33 +316,12 @@ def _read_key(work: Path) -> str | None:
         return None
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _type_name(config) -> str | None:
     return None if config is None else f"{type(config).__module__}.{type(config).__qualname__}"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _maybe_kill(stage: str, point: str) -> None:

@@ -35,7 +35,7 @@ import torch
 from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
 from headcap.calib.camera import Camera, Rig
 from headcap.core.faults import kill_point
-from headcap.core.fileio import read_json, write_json
+from headcap.core.fileio import fsync_dir, read_json, swap_into_place, write_json
 from headcap.calib.rig_io import write_rig
 from headcap.calib.synthetic_boards import board_poses_facing
 from headcap.capture.session import FrameEntry, Session
@@ -223,24 +223,13 @@ def _commit(partial: Path, out: Path, config: StudioConfig) -> None:
     2. out -> .out.old, 3. work folder -> out, 4. remove .out.old, 5. remove the marker."""
     write_json(partial / _PARTIAL_MARKER, {"state": "complete", "config": _config_record(config)})
     kill_point("synth", "complete")
-    old = _old_dir(out)
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        os.replace(out, old)
-        kill_point("synth", "old-moved")
-    os.replace(partial, out)
-    kill_point("synth", "renamed")
-    if old.exists():
-        shutil.rmtree(old)
-        kill_point("synth", "old-removed")
-    _fsync_dir(out.parent)
+    swap_into_place(partial, out, _old_dir(out), on_step=lambda point: kill_point("synth", point))
 
 
 def _finish(out: Path) -> None:
     """The last step of a commit: the session at `out` loses its marker."""
     (out / _PARTIAL_MARKER).unlink(missing_ok=True)
-    _fsync_dir(out)
+    fsync_dir(out)
 
 
 def _config_record(config: StudioConfig) -> dict:
@@ -266,19 +255,6 @@ def _recover(out: Path, log: Callable[[str], None]) -> dict | None:
         log(f"synth: an earlier run was interrupted while committing {out}; finished its commit")
         return state.get("config")
     return None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Threads:

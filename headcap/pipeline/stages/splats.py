@@ -26,6 +26,12 @@ class SplatsConfig:
     frame: int = 0
     """Frame of the session to fit."""
 
+    def __post_init__(self):
+        for name, low in (("iterations", 0), ("held_out", 1), ("seed", 0), ("frame", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"splats: field '{name}' must be an integer >= {low}, got {value!r}")
+
 
 def splats_stage(config: SplatsConfig, name: str = "splats", session_stage: str = "session",
                  calibration_stage: str = "calibration") -> Stage:
@@ -47,6 +53,7 @@ def fit_splats_into(ctx: StageContext, session_dir: Path, rig_path: Path) -> dic
     from headcap.calib.rig_compare import compare_rigs
     from headcap.calib.rig_io import read_rig
     from headcap.capture.session import read_session
+    from headcap.capture.video import read_image
     from headcap.studio.writer import write_png
 
     config: SplatsConfig = ctx.config
@@ -56,8 +63,8 @@ def fit_splats_into(ctx: StageContext, session_dir: Path, rig_path: Path) -> dic
     truth_vertices = np.load(session.path(f"{session.extra['ground_truth']}/vertices.npz"))["vertices"][config.frame]
     views = []
     for cam_id in session.cameras:
-        image = cv2.cvtColor(cv2.imread(str(session.image_path(config.frame, cam_id))), cv2.COLOR_BGR2RGB)
-        mask = cv2.imread(str(session.mask_path(config.frame, cam_id)), cv2.IMREAD_GRAYSCALE)
+        image = read_image(session.image_path(config.frame, cam_id))
+        mask = read_image(session.mask_path(config.frame, cam_id), cv2.IMREAD_GRAYSCALE)
         views.append(load_view(rig[cam_id], image, mask))
     held = max(1, min(config.held_out, len(views) - 1))
     # hold out cameras spread over the rig, not a block of neighbours
