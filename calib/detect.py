@@ -19,6 +19,7 @@ from headcap.core.limits import check_image_file
 
 #: quality thresholds behind the flags (pixels unless stated)
 MIN_CORNERS = 6
+MIN_MARKERS_FOR_SIZE_CHECK = 4  # fewer outlines inside the corners decide nothing
 MAX_MARKER_SCALE_ERROR = 0.12  # median marker outline scale vs the spec's (a 0.026 vs 0.035 slip is 0.35)
 MIN_COVERAGE = 0.01          # convex hull of the corners / image area
 MAX_EDGE_BLUR_PX = 2.5       # estimated Gaussian sigma of the board's edges
@@ -135,8 +136,10 @@ class BoardDetector:
         places them from the markers, but not at consistent marker outlines."""
         import cv2
 
+        if {"too_few_corners", "inconsistent_geometry"} & set(det.flags):
+            return  # no homography worth testing outlines against
         keep = [i for i, m in enumerate(np.asarray(marker_ids).ravel()) if m < self.spec.n_markers]
-        if len(keep) < 2:
+        if len(keep) < MIN_MARKERS_FOR_SIZE_CHECK:
             return
         # (matchImagePoints on a CharucoBoard only matches chessboard corners)
         board_ids = list(np.asarray(self._board.getIds()).ravel())
@@ -150,6 +153,15 @@ class BoardDetector:
         pred = cv2.perspectiveTransform(obj[None], H)[0]
         rms = float(np.sqrt(np.mean(np.sum((pred - img) ** 2, axis=1))))
         det.marker_rms_px = rms
+        # the homography is only trusted inside the corners that fit it: outlines it extrapolates
+        # to (a board cut by the image edge, under lens distortion) say nothing about their size
+        hull = cv2.convexHull(det.corners.astype(np.float32))
+        inside = [k for k, centre in enumerate(pred.reshape(-1, 4, 2).mean(axis=1))
+                  if cv2.pointPolygonTest(hull, (float(centre[0]), float(centre[1])), False) >= 0]
+        if len(inside) < MIN_MARKERS_FOR_SIZE_CHECK:
+            return
+        pred = pred.reshape(-1, 4, 2)[inside].reshape(-1, 2)
+        img = img.reshape(-1, 4, 2)[inside].reshape(-1, 2)
         # a wrong MARKER length scales every outline about its centre by true / given; lens
         # distortion and small, noisy outlines (low resolution) mostly shift them instead, so the
         # test is on the median outline scale, not on the residual
