@@ -253,11 +253,17 @@ class Pipeline:
         started = _now()
         built_before = build_seconds()
         tic = time.perf_counter()
-        summary = stage.run(ctx)
+        try:
+            summary = stage.run(ctx)
+        except BaseException:
+            if not stage.resumable:  # a failed stage leaves nothing behind; a resumable one its checkpoints
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         building = build_seconds() - built_before  # a first-use kernel build is not the stage's time
         seconds = time.perf_counter() - tic - building
         missing = [out for out in stage.outputs if not (work / out).exists()]
         if missing:
+            shutil.rmtree(work, ignore_errors=True)
             raise RuntimeError(f"pipeline: stage {stage.name!r} finished without writing {missing} in {work}")
         _maybe_kill(stage.name, "work-done")
         record = {

@@ -141,7 +141,19 @@ def test_bad_declarations_and_foreign_folders(tmp_path):
 def test_missing_output_is_an_error_and_nothing_is_committed(tmp_path):
     with pytest.raises(RuntimeError, match="without writing"):
         Pipeline(tmp_path, [Stage("a", lambda ctx: None, outputs=("a.txt",))]).run()
-    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "a.partial").exists()
+
+
+def test_a_failing_stage_leaves_no_work_folder_unless_resumable(tmp_path):
+    def fail(ctx):
+        (ctx.work_dir / "checkpoint").write_text("1")
+        raise ValueError("bad input")
+
+    for resumable in (False, True):
+        with pytest.raises(ValueError, match="bad input"):
+            Pipeline(tmp_path, [Stage("a", fail, resumable=resumable)]).run()
+        assert (tmp_path / "a.partial" / "checkpoint").exists() == resumable
+        assert not (tmp_path / "a").exists()
 
 
 def test_lock_refuses_a_second_writer(tmp_path):
