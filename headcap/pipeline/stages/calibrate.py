@@ -12,7 +12,7 @@ from pathlib import Path
 from headcap.calib.calibrate import CalibrationConfig
 from headcap.capture.video import IMAGE_SUFFIXES
 from headcap.core.fileio import write_json
-from headcap.pipeline.runner import Stage, StageContext
+from headcap.pipeline.runner import RECORD, Stage, StageContext
 
 CODE = ("headcap.calib", "headcap.capture.session", "headcap.pipeline.stages.calibrate")
 
@@ -48,7 +48,9 @@ def find_images(path: Path) -> tuple[dict[str, list[Path]], object]:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a session or a folder of camera folders")
     images = {}
-    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    # headcap's own outputs (a report folder written here by an earlier run) are not cameras
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and not p.name.endswith(".partial") and not (p / RECORD).is_file()):
         files = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if files:
             images[sub.name] = files
