@@ -35,6 +35,7 @@ INSTALL_REQUIRES = [
     "imageio-ffmpeg>=0.5",
     "av>=12",
     "ninja>=1.11",
+    "ai-edge-litert>=2.0",  # runs MediaPipe's face models (headcap landmarks) under numpy 2
 ]
 
 EXTRAS = {
