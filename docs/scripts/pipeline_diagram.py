@@ -17,9 +17,9 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 from headcap.demo import DemoConfig  # noqa: E402
 
 DESIGN = [  # (folder, stage, built?)
-    ("calib", "calibration", True), ("capture", "ingest", True), ("reconstruct", "landmarks", False),
+    ("calib", "calibration", True), ("capture", "ingest", True), ("reconstruct", "landmarks", True),
     ("reconstruct", "registration", False), ("reconstruct", "stabilization", False),
-    ("reconstruct", "tracking", False), ("avatar", "gaussian avatar", False), ("avatar", "export", False),
+    ("reconstruct", "tracking", False), ("avatar", "gaussian avatar", False), ("avatar", "export", True),
 ]
 COLOURS = {"calib": "#4e79a7", "capture": "#59a14f", "reconstruct": "#f28e2b", "avatar": "#e15759",
            "headcap": "#76b7b2"}
