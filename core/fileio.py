@@ -269,7 +269,7 @@ def read_npz(path) -> dict:
         raise FileFormatError(path, "<file>", "too large to load into memory") from None
     except (ValueError, EOFError, OSError, RuntimeError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
         # OSError: zipfile seeking to offsets a corrupt directory gives (EINVAL); RuntimeError: a
-        # member flagged as encrypted
+        # member flagged as encrypted; NotImplementedError: a compression method zipfile lacks
         raise FileFormatError(path, "<file>", f"not a readable .npz of plain arrays "
                               f"({type(exc).__name__}: {exc})") from None
 

@@ -47,12 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from headcap.pipeline.fingerprint import headcap_version
 
-        return version("headcap")
-    except Exception:
-        return "0.1.0"
+    return headcap_version()
 
 
 def one_line(text: str) -> str:

@@ -194,7 +194,6 @@ class Pipeline:
 
     def run(self, force: tuple[str, ...] = ()) -> dict[str, StageResult]:
         """Run every stage that is not up to date (or is named in `force`), in order."""
-        self.root.mkdir(parents=True, exist_ok=True)
         unknown = set(force) - {s.name for s in self.stages}
         if unknown:
             raise ValueError(f"pipeline: --force names unknown stage(s) {sorted(unknown)}; stages: "

@@ -74,25 +74,23 @@ def calibration_stage(config: CalibrateStageConfig, source: Path | None = None, 
                       session_stage: str = "session", title: str | None = None) -> Stage:
     """source: a session or image folder outside the run (fingerprinted by the content of its
     calibration images); None: read the session of the earlier stage `session_stage`."""
-    files: tuple[Path, ...] = ()
-    if source is not None:
-        images, _ = find_images(source)
-        files = tuple(p for paths in images.values() for p in paths)
-        if config.seed_rig:
-            files += (Path(config.seed_rig),)
-    elif config.seed_rig:
-        files = (Path(config.seed_rig),)
+    found = find_images(source) if source is not None else None
+    files = tuple(p for paths in found[0].values() for p in paths) if found is not None else ()
+    if config.seed_rig:
+        files += (Path(config.seed_rig),)
 
     def run(ctx: StageContext) -> dict:
         src = source if source is not None else ctx.input_dir(session_stage)
-        return calibrate_into(ctx, src, title or f"headcap calibration of {src}")
+        images, session = found if found is not None else find_images(src)
+        return calibrate_into(ctx, images, session, title or f"headcap calibration of {src}")
 
     return Stage(name=name, run=run, config=config, inputs=() if source is not None else (session_stage,),
                  files=files, outputs=("rig.json", "summary.json", "index.html"), code=CODE,
                  description="detecting the board and bundle-adjusting the rig")
 
 
-def calibrate_into(ctx: StageContext, source: Path, title: str) -> dict:
+def calibrate_into(ctx: StageContext, images: dict[str, list[Path]], session, title: str) -> dict:
+    """images, session: as find_images returns them."""
     from headcap.calib.boards import BoardSpec
     from headcap.calib.calib_report import write_report
     from headcap.calib.calibrate import calibrate_rig
@@ -100,7 +98,6 @@ def calibrate_into(ctx: StageContext, source: Path, title: str) -> dict:
     from headcap.calib.rig_io import write_rig
 
     config: CalibrateStageConfig = ctx.config
-    images, session = find_images(source)
     spec = BoardSpec.parse(board_for(config, session))
     seed = None
     if config.seed_rig:
