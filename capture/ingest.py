@@ -27,7 +27,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from headcap.core.faults import kill_point
-from headcap.core.fileio import read_json, swap_into_place, write_json
+from headcap.core.fileio import claim_work_dir, read_json, swap_into_place, write_json
 from headcap.capture import ingest_analysis as analysis_mod
 from headcap.capture.adapters import Source, discover
 from headcap.capture.colour import apply_colour
@@ -214,11 +214,8 @@ def _prepare_partial(out: Path, fingerprint: str, log) -> tuple[Path, dict]:
             log(f"resuming the interrupted ingest in {partial} ({state.get('done', 0)} frames written)")
             return partial, state
         log(f"{partial}: left by an ingest of other inputs or options; starting over")
-    if partial.exists():
-        if not (partial / ".ingest").is_dir():
-            raise ValueError(f"{partial}: exists and was not made by headcap ingest; remove it first")
-        shutil.rmtree(partial)
-    (partial / ".ingest").mkdir(parents=True)
+    claim_work_dir(partial, lambda work: (work / ".ingest").is_dir(), "headcap ingest")
+    (partial / ".ingest").mkdir()
     state = {"fingerprint": fingerprint, "done": 0}
     write_json(state_path, state)
     return partial, state

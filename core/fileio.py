@@ -393,3 +393,31 @@ def swap_into_place(work, out, old, on_step=None) -> None:
         shutil.rmtree(old)
         step("old-removed")
     fsync_dir(out.parent)
+
+
+def _only_start_debris(folder: Path) -> bool:
+    """True when `folder` holds nothing but empty folders and the temporary files an interrupted
+    atomic write leaves (`.NAME.XXXX.tmp`): what a run killed while creating its work folder,
+    before it could mark the folder as its own, leaves behind. Such a folder holds no one's data."""
+    for _, dirs, files in os.walk(folder):
+        if any(not (name.startswith(".") and name.endswith(".tmp")) for name in files):
+            return False
+    return True
+
+
+def claim_work_dir(work, ours, what: str) -> Path:
+    """Start an empty work folder at `work`. A folder already there is removed when `ours(work)`
+    says an earlier run of `what` left it, or when it holds only the debris of a run killed
+    before it could mark the folder (see _only_start_debris); anything else is refused, naming
+    the folder, so a user's own folder of that name is never deleted. Returns `work`."""
+    import shutil
+
+    work = Path(work)
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        raise ValueError(f"{work}: exists and is not a folder left by `{what}`; remove it first")
+    if work.exists():
+        if not (ours(work) or _only_start_debris(work)):
+            raise ValueError(f"{work}: exists and was not left by `{what}`; remove it first")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work

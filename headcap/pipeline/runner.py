@@ -227,7 +227,9 @@ class Pipeline:
         marker = self.root / MARKER
         if not self.own_root or marker.is_file():
             return
-        foreign = [p.name for p in self.root.iterdir() if p.name != ".headcap.lock"]
+        # a run killed while writing the marker leaves its temporary file: not a foreign file
+        foreign = [p.name for p in self.root.iterdir()
+                   if p.name != ".headcap.lock" and not (p.name.startswith(f".{MARKER}.") and p.name.endswith(".tmp"))]
         if foreign:
             raise ValueError(f"{self.root}: folder is not empty and holds no earlier headcap run "
                              f"({MARKER} missing; found {sorted(foreign)[:5]}); choose another output folder")

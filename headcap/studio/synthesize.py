@@ -35,7 +35,7 @@ import torch
 from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
 from headcap.calib.camera import Camera, Rig
 from headcap.core.faults import kill_point
-from headcap.core.fileio import fsync_dir, read_json, swap_into_place, write_json
+from headcap.core.fileio import claim_work_dir, fsync_dir, read_json, swap_into_place, write_json
 from headcap.calib.rig_io import write_rig
 from headcap.calib.synthetic_boards import board_poses_facing
 from headcap.capture.session import FrameEntry, Session
@@ -181,12 +181,7 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
             raise ValueError(f"synth: --out {out} already exists (pass --overwrite to replace a synthetic session)")
         if not ours:
             raise ValueError(f"synth: --out {out} exists and is not a session written by `{GENERATOR}`; refusing to replace it")
-    partial = _partial_dir(out)
-    if partial.exists():
-        if not (partial / _PARTIAL_MARKER).is_file():
-            raise ValueError(f"synth: {partial} exists and was not left by `{GENERATOR}`; remove it first")
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial = claim_work_dir(_partial_dir(out), lambda work: (work / _PARTIAL_MARKER).is_file(), GENERATOR)
     write_json(partial / _PARTIAL_MARKER, {"state": "in progress"})
     return partial
 

@@ -144,3 +144,68 @@ def test_synth_recovers_a_commit_interrupted_after_the_rename(tmp_path, capsys):
     assert "finished its commit" in capsys.readouterr().err
     assert _files(out) == before
     assert main(args) == 2  # complete now: the ordinary refusal
+
+
+def _kill_debris(folder, kind):
+    """What a run SIGKILLed while creating its work folder leaves: nothing, an empty inner folder,
+    or the temporary file of an interrupted atomic write of its marker."""
+    folder.mkdir(parents=True)
+    if kind == "inner-folder":
+        (folder / ".ingest").mkdir()
+        (folder / ".ingest" / ".state.json.k2j3.tmp").write_bytes(b'{"fing')
+    elif kind == "marker-tmp":
+        (folder / ".synth_in_progress.json.a1b2.tmp").write_bytes(b"")
+
+
+@pytest.mark.parametrize("kind", ["empty", "inner-folder", "marker-tmp"])
+def test_a_work_folder_left_by_a_kill_before_its_marker_is_reclaimed(src, reference, tmp_path, kind):
+    """The kill -9 campaign found it: a run killed between creating <out>.partial and marking it
+    left a folder the rerun refused as foreign. Such debris holds no one's data and is reclaimed."""
+    out = tmp_path / "session"
+    _kill_debris(out.with_name("session.partial"), kind)
+    ingest(src, out, IngestConfig(workers=1), QUIET)
+    assert _files(out) == reference and sorted(p.name for p in tmp_path.iterdir()) == ["session"]
+    synth = tmp_path / "synth"
+    _kill_debris(synth.with_name("synth.partial"), kind)
+    assert main(["synth", "--out", str(synth), "--cameras", "1", "--frames", "1", "--resolution", "32",
+                 "--calib-frames", "0"]) == 0
+    assert (synth / "session.json").is_file() and not synth.with_name("synth.partial").exists()
+
+
+def test_a_work_folder_holding_anything_else_is_refused_and_kept(src, tmp_path, capsys):
+    out = tmp_path / "session"
+    partial = out.with_name("session.partial")
+    (partial / "sub").mkdir(parents=True)
+    (partial / "sub" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"session\.partial: exists and was not left by `headcap ingest`"):
+        ingest(src, out, IngestConfig(workers=1), QUIET)
+    synth = tmp_path / "synth"
+    (synth.with_name("synth.partial")).mkdir()
+    (synth.with_name("synth.partial") / "a.tmp").write_text("not ours: no leading dot")
+    assert main(["synth", "--out", str(synth), "--cameras", "1", "--frames", "1", "--resolution", "32",
+                 "--calib-frames", "0"]) == 2
+    assert "synth.partial: exists and was not left by" in capsys.readouterr().err
+    assert (partial / "sub" / "notes.txt").read_text() == "mine"
+    assert (synth.with_name("synth.partial") / "a.tmp").read_text() == "not ours: no leading dot"
+    assert not out.exists() and not synth.exists()
+
+
+def test_a_pipeline_root_with_only_a_half_written_marker_is_claimed(tmp_path):
+    from headcap.pipeline import Pipeline, Stage
+    from headcap.pipeline.runner import MARKER
+
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / f".{MARKER}.x9y8.tmp").write_bytes(b'{"tit')
+
+    def write(ctx):
+        (ctx.work_dir / "out.txt").write_text("ok")
+
+    Pipeline(root, [Stage("only", write, config={})], own_root=True).run()
+    assert (root / "only" / "out.txt").read_text() == "ok" and (root / MARKER).is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no earlier headcap run"):
+        Pipeline(other, [Stage("only", write, config={})], own_root=True).run()
+    assert (other / "notes.txt").read_text() == "mine" and not (other / "only").exists()
