@@ -36,6 +36,8 @@ INSTALL_REQUIRES = [
     "av>=12",
     "ninja>=1.11",
     "ai-edge-litert>=2.0",  # runs MediaPipe's face models (headcap landmarks) under numpy 2
+    "pocketsphinx>=5.0,<6",  # headcap speak: forced alignment / phone recognition, ships its en-us models
+    "safetensors>=0.4",  # headcap speak: the learned audio-to-expression weights
 ]
 
 EXTRAS = {
@@ -45,7 +47,10 @@ EXTRAS = {
     "cuda": ["gsplat>=1.5"],
     "ray": ["ray>=2.40"],
     # outside implementations our tests compare against (skipped when absent)
-    "oracle": ["gsplat>=1.5", "pycolmap>=3.11"],
+    # espeak-english (GPL-3.0, bundles libespeak-ng 1.51): speech with known phone timings for the
+    # speech tests and for training the speech model
+    "oracle": ["gsplat>=1.5", "pycolmap>=3.11", "espeak-english==0.1.1"],
+    "speech": ["espeak-english==0.1.1"],
     "colmap": ["pycolmap>=3.11"],
 }
 
@@ -64,6 +69,7 @@ setup(
         "headcap.avatar": ["csrc/*/*.cpp", "csrc/*/*.h", "csrc/*/*.cu"],
         "headcap.core": ["csrc/*.h"],
         "headcap.viewer": ["viewer.js", "viewer.bundle.js"],
+        "headcap.reconstruct.speech": ["weights/*.safetensors"],
     },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
