@@ -41,7 +41,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "setuptools>=70.1", "wheel>=0.43"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "setuptools>=70.1", "wheel>=0.43",
+             "ray>=2.40"],  # ray: the executor tests start a local cluster
     # tinycudann has no registry package: build it from source
     # (pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch)
     "cuda": ["gsplat>=1.5"],

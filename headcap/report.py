@@ -44,10 +44,22 @@ class Report:
             body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>")
         self.blocks.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
 
-    def image(self, path, caption: str = "", relative_to=None, width: int | None = None) -> None:
-        src = os.path.relpath(path, relative_to) if relative_to else str(path)
+    def image(self, path, caption: str = "", relative_to=None, width: int | None = None, inline: bool = False) -> None:
+        """An image by relative path, or embedded in the page (inline=True: a self-contained page)."""
+        src = _data_uri(path) if inline else os.path.relpath(path, relative_to) if relative_to else str(path)
         style = f' style="width:{width}px"' if width else ""
         self.blocks.append(f'<figure><img src="{html.escape(src)}"{style}><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+    def video(self, path, caption: str = "", relative_to=None, width: int | None = None, inline: bool = False) -> None:
+        """An mp4 (H.264) video, looping, by relative path or embedded."""
+        src = _data_uri(path) if inline else os.path.relpath(path, relative_to) if relative_to else str(path)
+        style = f' style="width:{width}px"' if width else ""
+        self.blocks.append(f'<figure><video src="{html.escape(src)}"{style} controls loop muted playsinline '
+                           f'preload="auto"></video><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+    def raw(self, markup: str) -> None:
+        """Markup the caller built and escaped itself."""
+        self.blocks.append(markup)
 
     def write(self, path) -> Path:
         path = Path(path)
@@ -57,6 +69,20 @@ class Report:
                 f"<p>written {stamp} by headcap</p>{''.join(self.blocks)}</body></html>\n")
         atomic_write_text(path, page)
         return path
+
+
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+         ".svg": "image/svg+xml", ".mp4": "video/mp4", ".webm": "video/webm"}
+
+
+def _data_uri(path) -> str:
+    import base64
+
+    path = Path(path)
+    mime = _MIME.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"report: cannot embed {path} (unknown type {path.suffix!r})")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def _fmt(value) -> str:

@@ -13,6 +13,7 @@ those inliers. Reprojection errors are measured in the distorted images.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,7 @@ from headcap.reconstruct.face_detect import (IBUG68_FROM_MEDIAPIPE, NOSE_TIP, NU
                                              FaceResult, default_models_dir, find_models)
 
 __all__ = ["LandmarksConfig", "Landmarks2D", "Landmarks3D", "FaceLandmarker", "FaceResult", "detect_image",
-           "detect_session", "triangulate", "write_landmarks2d", "write_landmarks3d", "IBUG68_FROM_MEDIAPIPE",
+           "detect_frame", "detect_session", "triangulate", "write_landmarks2d", "write_landmarks3d", "IBUG68_FROM_MEDIAPIPE",
            "NOSE_TIP", "NUM_MESH", "default_models_dir", "find_models"]
 
 
@@ -70,30 +71,62 @@ def detect_image(landmarker: FaceLandmarker, path: Path) -> FaceResult:
     return result
 
 
-def detect_session(session, models=None, config: LandmarksConfig = LandmarksConfig(),
-                   progress: Callable[[int, int, str], None] | None = None) -> Landmarks2D:
-    landmarker = FaceLandmarker(models, config.min_detection, config.min_presence)
-    cams = list(session.cameras)
-    T, C = session.frame_count, len(cams)
-    points = np.full((T, C, NUM_MESH, 2), np.nan, np.float32)
-    conf = np.zeros((T, C), np.float32)
-    found = np.zeros((T, C), bool)
-    boxes = np.full((T, C, 4), np.nan, np.float32)
+@lru_cache(maxsize=4)
+def _landmarker(models: str, min_detection: float, min_presence: float) -> FaceLandmarker:
+    """One landmarker per process and settings (a worker reuses it across frames)."""
+    return FaceLandmarker(models, min_detection, min_presence)
+
+
+def detect_frame(job: tuple[str, int, str, float, float]) -> tuple:
+    """One frame of a session, every camera: (points [C,468,2], confidence [C], found [C],
+    boxes [C,4], messages). A module-level function of one picklable job (session manifest,
+    frame position, models folder, thresholds) so executors can run frames anywhere."""
+    from headcap.capture.session import read_session
+
+    manifest, t, models, min_detection, min_presence = job
+    session = read_session(manifest)
+    landmarker = _landmarker(models, min_detection, min_presence)
+    C = len(session.cameras)
+    points = np.full((C, NUM_MESH, 2), np.nan, np.float32)
+    conf = np.zeros(C, np.float32)
+    found = np.zeros(C, bool)
+    boxes = np.full((C, 4), np.nan, np.float32)
     messages = []
-    for t in range(T):
-        for c, cam in enumerate(cams):
-            path = session.image_path(t, cam)
-            r = detect_image(landmarker, path)
-            conf[t, c] = r.confidence
-            boxes[t, c] = r.box
-            if r.found:
-                points[t, c] = r.points
-                found[t, c] = True
-            else:
-                messages.append(f"frame {session.frames[t].index} camera {cam}: {r.message}")
+    for c, cam in enumerate(session.cameras):
+        r = detect_image(landmarker, session.image_path(t, cam))
+        conf[c] = r.confidence
+        boxes[c] = r.box
+        if r.found:
+            points[c] = r.points
+            found[c] = True
+        else:
+            messages.append(f"frame {session.frames[t].index} camera {cam}: {r.message}")
+    return points, conf, found, boxes, messages
+
+
+def detect_session(session, models=None, config: LandmarksConfig = LandmarksConfig(),
+                   progress: Callable[[int, int, str], None] | None = None,
+                   map_frames: Callable | None = None) -> Landmarks2D:
+    """Every view of a session. map_frames(detect_frame, jobs) runs the frames (an executor's
+    map, e.g. StageContext.map); default: one after another here, reporting progress per frame."""
+    folder = str(find_models(models))
+    T = session.frame_count
+    jobs = [(str(session.manifest_path), t, folder, config.min_detection, config.min_presence) for t in range(T)]
+    if map_frames is not None:
+        rows = map_frames(detect_frame, jobs)
+    else:
+        rows = []
+        for t, job in enumerate(jobs):
+            rows.append(detect_frame(job))
             if progress is not None:
-                progress(t * C + c + 1, T * C, f"frame {t} {cam}")
-    return Landmarks2D(points, conf, found, boxes, cams, [f.index for f in session.frames], messages)
+                progress(t + 1, T, f"frame {t}")
+    C = len(session.cameras)
+    points = np.stack([r[0] for r in rows]) if rows else np.full((0, C, NUM_MESH, 2), np.nan, np.float32)
+    conf = np.stack([r[1] for r in rows]) if rows else np.zeros((0, C), np.float32)
+    found = np.stack([r[2] for r in rows]) if rows else np.zeros((0, C), bool)
+    boxes = np.stack([r[3] for r in rows]) if rows else np.full((0, C, 4), np.nan, np.float32)
+    messages = [m for r in rows for m in r[4]]
+    return Landmarks2D(points, conf, found, boxes, list(session.cameras), [f.index for f in session.frames], messages)
 
 
 def _dlt(P: np.ndarray, xy: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -79,10 +79,22 @@ class StageContext:
     work_dir: Path
     console: object
     resumed: bool = False
+    executor: object = None
 
     @property
     def config(self):
         return self.stage.config
+
+    def map(self, fn: Callable, items, description: str, labels=None) -> list:
+        """[fn(item) for item in items] on the pipeline's executor (serial, local processes or
+        Ray; headcap.pipeline.executor), in order, with a progress bar. `fn` must be a
+        module-level function of one picklable item, deterministic, writing only its own files."""
+        from headcap.pipeline.executor import Executor
+
+        items = list(items)
+        executor = self.executor or Executor()
+        with self.progress(description, len(items)) as update:
+            return executor.map(fn, items, labels, on_done=lambda done, _total: update(done))
 
     def input_dir(self, name: str) -> Path:
         if name not in self.stage.inputs:
@@ -127,10 +139,24 @@ class Pipeline:
     """Stages run in the given order under `root`; see the module docstring for the layout."""
 
     def __init__(self, root: Path, stages: list[Stage], console=None, title: str = "headcap",
-                 own_root: bool = False):
+                 own_root: bool = False, executor=None):
         """own_root=True: ROOT is the run's own folder (the demo's, a pipeline's --out); a
         non-empty ROOT that no headcap run marked is refused. Otherwise ROOT is shared (a
         session folder) and only the stages' own folders are touched."""
+        self.set_stages(stages)
+        self.root = Path(root)
+        self.title = title
+        self.own_root = own_root
+        self.executor = executor  # headcap.pipeline.executor.Executor for ctx.map; None: serial
+        self._held: FolderLock | None = None
+        if console is None:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        self.console = console
+
+    def set_stages(self, stages: list[Stage]) -> None:
+        """The stages to run (a chain may add stages between runs under one hold())."""
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
             raise ValueError(f"pipeline: duplicate stage names in {names}")
@@ -138,16 +164,7 @@ class Pipeline:
             for name in stage.inputs:
                 if name not in names[:i]:
                     raise ValueError(f"pipeline: stage {stage.name!r} reads {name!r}, which is not an earlier stage")
-        self.root = Path(root)
         self.stages = list(stages)
-        self.title = title
-        self.own_root = own_root
-        self._held: FolderLock | None = None
-        if console is None:
-            from rich.console import Console
-
-            console = Console(stderr=True)
-        self.console = console
 
     # -- keys and status --------------------------------------------------------------------
     def keys(self) -> dict[str, str]:
@@ -157,12 +174,25 @@ class Pipeline:
             keys[stage.name] = digest({
                 "stage": stage.name,
                 "config_type": _type_name(stage.config),
-                "config": stage.config,
+                "config": self._portable(canonical(stage.config)),
                 "code": code_fingerprint(tuple(stage.code)) if stage.code else "",
-                "files": {os.fspath(p): tree_fingerprint(Path(p)) for p in stage.files},
+                "files": {self._portable(os.fspath(p)): tree_fingerprint(Path(p)) for p in stage.files},
                 "inputs": {name: keys[name] for name in stage.inputs},
             })
         return keys
+
+    def _portable(self, value):
+        """Paths inside ROOT as ROOT-relative: a session folder that was moved or copied keeps
+        its cached results (its files' content is what counts)."""
+        if isinstance(value, dict):
+            return {k: self._portable(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._portable(v) for v in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            root = os.path.abspath(self.root)
+            if value == root or value.startswith(root + os.sep):
+                return "<root>" + value[len(root):]
+        return value
 
     def record(self, name: str) -> dict | None:
         return read_json_object_or_none(self.root / name / RECORD)
@@ -192,20 +222,36 @@ class Pipeline:
             finally:
                 self._held = None
 
-    def run(self, force: tuple[str, ...] = ()) -> dict[str, StageResult]:
-        """Run every stage that is not up to date (or is named in `force`), in order."""
-        unknown = set(force) - {s.name for s in self.stages}
-        if unknown:
-            raise ValueError(f"pipeline: --force names unknown stage(s) {sorted(unknown)}; stages: "
-                             f"{[s.name for s in self.stages]}")
+    def run(self, force: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> dict[str, StageResult]:
+        """Run every stage that is not up to date (or is named in `force`), in order. With `only`,
+        just those stages run; every other stage must already be up to date (its committed
+        outputs are read as they are) or the run stops before any work, naming it."""
+        names = [s.name for s in self.stages]
+        for flag, given in (("--force", force), ("--only", only or ())):
+            unknown = set(given) - set(names)
+            if unknown:
+                raise ValueError(f"pipeline: {flag} names unknown stage(s) {sorted(unknown)}; stages: {names}")
         results: dict[str, StageResult] = {}
         with self.hold():
             keys = self.keys()
+            if only is not None:
+                needed = self._needed_by(only)
+                for stage in self.stages:
+                    self._recover(stage, keys[stage.name])
+                    if stage.name in needed and stage.name not in only and not self.is_current(stage, keys[stage.name]):
+                        raise ValueError(f"pipeline: stage {stage.name!r} (read by {sorted(only)}) is not up to date "
+                                         "- its inputs, settings or code changed or it never ran; run it first "
+                                         "(or start from it)")
             n = len(self.stages)
             for i, stage in enumerate(self.stages, 1):
                 key = keys[stage.name]
                 self._recover(stage, key)
                 label = f"[{i}/{n}] {stage.name}"
+                if only is not None and stage.name not in only:
+                    if (self.root / stage.name / RECORD).is_file():
+                        results[stage.name] = StageResult(stage.name, key, "cached", 0.0, self.root / stage.name,
+                                                          self.record(stage.name) or {})
+                    continue
                 if stage.name not in force and self.is_current(stage, key):
                     record = self.record(stage.name) or {}
                     self.console.print(f"{label}: up to date (reusing {escape(str(self.root / stage.name))})")
@@ -222,6 +268,17 @@ class Pipeline:
                     "finished": _now(),
                 })
         return results
+
+    def _needed_by(self, names) -> set[str]:
+        """The stages whose outputs `names` read, directly or through others."""
+        by_name = {s.name: s for s in self.stages}
+        needed, todo = set(), list(names)
+        while todo:
+            for name in by_name[todo.pop()].inputs:
+                if name not in needed:
+                    needed.add(name)
+                    todo.append(name)
+        return needed
 
     def _claim_root(self) -> None:
         marker = self.root / MARKER
@@ -248,7 +305,7 @@ class Pipeline:
                 shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         (work / _KEY_FILE).write_text(key)
-        ctx = StageContext(stage, key, self.root, work, self.console, resumed)
+        ctx = StageContext(stage, key, self.root, work, self.console, resumed, self.executor)
         if resumed:
             self.console.print(f"  resuming from the checkpoints in {escape(str(work))}")
         started = _now()

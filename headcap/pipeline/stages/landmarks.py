@@ -72,9 +72,9 @@ def landmarks_into(ctx: StageContext, source: Path, models: Path) -> dict:
     lm_config = LandmarksConfig(**{k: v for k, v in asdict(config).items() if k != "models"})
     session = read_session(source)
     total = session.frame_count * len(session.cameras)
-    with ctx.progress("landmarks", total) as update:
-        lm2 = detect_session(session, models, lm_config,
-                             progress=lambda done, _t, label: update(done, description=f"landmarks {label}"))
+    lm2 = detect_session(session, models, lm_config,
+                         map_frames=lambda fn, jobs: ctx.map(fn, jobs, "landmarks",
+                                                             labels=[f"frame {t}" for t in range(len(jobs))]))
     write_landmarks2d(ctx.work_dir / "landmarks2d.npz", lm2)
     found = int(lm2.found.sum())
     ctx.console.print(f"  face found in {found} of {total} views")
