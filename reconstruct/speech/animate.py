@@ -128,14 +128,18 @@ def add_idle(expression: np.ndarray, fps: float, seed: int = 0) -> SpeechAnimati
 
 
 def retarget(animation: SpeechAnimation, expression_names: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Expression [T, Ne] for a head model's `expression_names` (matched by ARKit name; channels the
-    model lacks are dropped, the model's other channels stay 0), and the names that were matched."""
+    """Expression [T, Ne] for a head model's `expression_names` (matched by ARKit name, a name with
+    Left/Right taking its symmetric ARKit shape; channels the model lacks are dropped, the model's
+    other channels stay 0), and the names that were matched."""
     src = {n: i for i, n in enumerate(animation.expression_names)}
     out = np.zeros((animation.num_frames, len(expression_names)))
     matched = []
     for j, name in enumerate(expression_names):
-        if name in src:
-            out[:, j] = animation.expression[:, src[name]]
+        # a model that splits a symmetric ARKit shape (ICT's browInnerUpLeft/Right) gets it on both sides
+        base = name[:-4] if name.endswith("Left") else name[:-5] if name.endswith("Right") else None
+        key = name if name in src else base if base in src else None
+        if key is not None:
+            out[:, j] = animation.expression[:, src[key]]
             matched.append(name)
     if not matched:
         raise ValueError(f"head model expressions {expression_names[:6]}...: none has an ARKit name; "

@@ -163,11 +163,16 @@ def _phones_from_events(events, n_samples: int, sample_rate: int) -> tuple[list[
     return phones, words
 
 
-def synthesize(text: str, voice: Voice = Voice()) -> Speech:
-    """Speak `text`; audio plus espeak's own phone timings (module docstring)."""
+def synthesize(text: str, voice: Voice = Voice(), backend: str = "auto") -> Speech:
+    """Speak `text`; audio plus espeak's own phone timings (module docstring). backend: "library"
+    (libespeak-ng from the espeak-english wheel), "cli" (Debian's espeak-ng binary) or "auto"."""
     if not text or not text.strip():
         raise ValueError("synthesize: field 'text' is empty")
-    engine = _engine()
+    if backend not in ("auto", "library", "cli"):
+        raise ValueError(f"synthesize: backend {backend!r}: expected auto, library or cli")
+    engine = _engine() if backend != "cli" else None
+    if engine is None and backend == "library":
+        raise RuntimeError("synthesize: the espeak-english wheel is not installed (pip install espeak-english)")
     if engine is None:
         return _synthesize_cli(text, voice)
     raw, events = engine.synth(text, voice)
@@ -176,27 +181,24 @@ def synthesize(text: str, voice: Voice = Voice()) -> Speech:
 
 
 def _synthesize_cli(text: str, voice: Voice) -> Speech:
-    """Debian's espeak-ng: the wav, and phones from `-X`-free `--pho`-less timing: mnemonics from -x,
-    spread over the voiced audio in proportion to espeak's nominal lengths (coarser than the library)."""
+    """Debian's espeak-ng binary: the wav and the phone mnemonics (-x); the binary reports no
+    times, so phones are spread over the audible part in equal shares (coarser than the library)."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("speech synthesis needs the espeak-english wheel (pip install espeak-english) "
                            "or Debian's espeak-ng (apt-get install espeak-ng)")
     from headcap.reconstruct.speech.audio import read_wav
+    from headcap.reconstruct.speech.phonemes import split_espeak_word
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        args = [exe, "-v", voice.language, "-s", str(voice.rate), "-p", str(voice.pitch), "-x", "-q", "-w", str(wav), text]
+        args = [exe, "-v", voice.language, "-s", str(voice.rate), "-p", str(voice.pitch), "-x", "-w", str(wav),
+                "--", text]
         out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
-        args.remove("-q")
-        subprocess.run(args[:-1] + ["--", text], capture_output=True, timeout=120, check=True)
         audio, sr = read_wav(wav)
-    symbols = [s for s in out.replace("'", "").replace(",", "").split() if s]
+    seq = [p for w in out.split() for p in split_espeak_word(w)]
     loud = np.flatnonzero(np.abs(audio) > 0.01)
     t0, t1 = (loud[0] / sr, loud[-1] / sr) if len(loud) else (0.0, len(audio) / sr)
-    from headcap.reconstruct.speech.phonemes import split_espeak_word
-
-    seq = [p for w in symbols for p in split_espeak_word(w)]
     edges = np.linspace(t0, t1, len(seq) + 1)
     phones = [Phone(p, float(a), float(b)) for p, a, b in zip(seq, edges[:-1], edges[1:])]
     return Speech(audio.astype(np.float32), sr, phones, [])

@@ -145,31 +145,47 @@ def face_camera(rest: np.ndarray, size: int = 256, fov_deg: float = 20.0):
     return Camera("speak", size, size, K, cam_from_world=cam_from_world)
 
 
+def _vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals of a batch [T, V, 3] (one sparse vertex-face product)."""
+    from scipy.sparse import csr_matrix
+
+    t, v = verts.shape[:2]
+    f = len(faces)
+    incidence = csr_matrix((np.ones(3 * f), (faces.reshape(-1), np.repeat(np.arange(f), 3))), shape=(v, f))
+    tri = verts[:, faces]  # [T, F, 3, 3]
+    fn = np.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])  # [T, F, 3]
+    out = (incidence @ fn.transpose(1, 0, 2).reshape(f, -1)).reshape(v, t, 3).transpose(1, 0, 2)
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+
+
 def render_frames(puppet: Puppet, expression: np.ndarray, head_rot: np.ndarray, size: int = 256,
                   chunk: int = 32):
     """Yield RGB uint8 [size, size, 3] frames (expression over puppet.expression_names)."""
-    from headcap.reconstruct.rasterize_mesh import project_vertices, rasterize
-    from headcap.reconstruct.shading import vertex_normals
+    from headcap.reconstruct.rasterize_mesh import rasterize
 
     camera = face_camera(puppet.rest, size)
-    faces = torch.from_numpy(puppet.faces)
-    colours = torch.from_numpy(puppet.colours)
-    light = torch.tensor([0.25, 0.35, 1.0], dtype=torch.float64)
-    light = light / light.norm()
-    bg = torch.tensor([0.16, 0.17, 0.2], dtype=torch.float64)
+    faces_np = puppet.faces
+    faces = torch.from_numpy(faces_np)
+    light = np.array([0.25, 0.35, 1.0]) / np.linalg.norm([0.25, 0.35, 1.0])
+    bg = torch.tensor([0.16, 0.17, 0.2], dtype=torch.float32)
+    rot, trans = camera.cam_from_world[:3, :3], camera.cam_from_world[:3, 3]
     for s in range(0, len(expression), chunk):
-        verts = puppet.vertices(expression[s:s + chunk], head_rot[s:s + chunk])
-        for v in verts:
-            vt = torch.from_numpy(v)
+        verts = puppet.vertices(expression[s:s + chunk], head_rot[s:s + chunk])  # [t, V, 3]
+        if puppet.avatar is None:
+            cam = verts @ rot.T + trans
+            screen = np.concatenate([cam[..., :2] / cam[..., 2:3] * np.diag(camera.K)[:2] + camera.K[:2, 2],
+                                     cam[..., 2:3]], axis=-1)
+            # Gouraud: per-vertex Lambert light, interpolated with the rasteriser's barycentrics
+            lit = puppet.colours[None] * (0.3 + 0.7 * np.clip(_vertex_normals(verts, faces_np) @ light, 0, None))[..., None]
+            lit = torch.from_numpy(lit.astype(np.float32))
+        for j, v in enumerate(verts):
             if puppet.avatar is not None:
-                out = puppet.avatar.render(vt.float(), camera, background=bg.float())
-                rgb = out.rgb.detach().double()
+                out = puppet.avatar.render(torch.from_numpy(v).float(), camera, background=bg)
+                rgb = out.rgb.detach().float()
             else:
-                frags = rasterize(project_vertices(vt, camera), faces, size, size)
+                frags = rasterize(torch.from_numpy(screen[j]), faces, size, size)
                 hit = frags.triangle_id >= 0
-                normals = vertex_normals(vt, faces)
-                lit = (colours * (0.3 + 0.7 * (normals @ light).clamp(min=0.0))[:, None]).float()  # Gouraud
                 corners = faces[frags.triangle_id.clamp(min=0)]  # [H, W, 3]
-                rgb = (lit[corners] * frags.bary.float()[..., None]).sum(dim=-2).double()
+                rgb = (lit[j][corners] * frags.bary.float()[..., None]).sum(dim=-2)
                 rgb = torch.where(hit[..., None], rgb, bg)
             yield (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
