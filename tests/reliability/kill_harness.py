@@ -70,6 +70,7 @@ def _serve() -> None:
     import headcap.capture.ingest  # noqa: F401 - imported once, before any fork
     import headcap.commands.calibrate  # noqa: F401
     import headcap.demo  # noqa: F401
+    import headcap.pipeline.chain  # noqa: F401
     import headcap.studio.synthesize  # noqa: F401
     from headcap.cli import main
 

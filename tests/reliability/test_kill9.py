@@ -229,6 +229,49 @@ def test_demo_killed_at_random_then_rerun_matches_and_a_second_demo_is_refused(s
     assert not list(out.glob("*.partial")) and not list(out.glob(".*.old"))
 
 
+def _run_artefacts(session: Path) -> dict:
+    """What `headcap run` leaves, minus what records time or the process: every file's bytes
+    (the session's own path replaced: the runs are in two folders) except run.json, report.html,
+    the lock file and the stage records (whose cache keys are compared instead)."""
+    import json
+
+    files = {k: v.replace(str(session).encode(), b"<root>") for k, v in _files(session).items()
+             if k not in ("run.json", "report.html", ".headcap.lock") and not k.endswith("/stage.json")}
+    keys = {p.parent.name: json.loads(p.read_text())["key"] for p in session.glob("*/stage.json")}
+    return {"files": files, "keys": keys}
+
+
+def test_run_killed_at_ten_random_moments_then_rerun_is_identical(server, synth_reference, tmp_path, test_data):
+    """`headcap run` (check, calibration, landmarks) SIGKILLed at 10 seeded random moments; the
+    rerun finishes with the same files and cache keys as an uninterrupted run, nothing left over."""
+    session, _, _ = synth_reference
+    config = tmp_path / "run.toml"
+    config.write_text(f'[landmarks]\nmodels = "{test_data / "mediapipe_face" / "models"}"\n')
+    reference = tmp_path / "reference"
+    shutil.copytree(session, reference)
+    result = server.run(["run", str(reference), "--config", str(config), "--no-report"])
+    _finishes(result, "run reference")
+    expected = _run_artefacts(reference)
+    assert set(expected["keys"]) == {"check", "calibration_report", "landmarks"}
+    work = tmp_path / "killed"
+    shutil.copytree(session, work)
+    rng = random.Random(23)
+    argv = ["run", str(work), "--config", str(config), "--no-report"]
+    for _ in range(10):
+        killed = server.run(argv, kill_after=rng.uniform(0.05, 0.95 * result["seconds"]))
+        if killed["signal"] == signal.SIGKILL:
+            KILLS["run"] = KILLS.get("run", 0) + 1
+        else:
+            _finishes(killed, "run")
+    _finishes(server.run(argv), "run after kills")
+    got = _run_artefacts(work)
+    assert got["keys"] == expected["keys"]
+    differ = sorted(k for k in set(got["files"]) | set(expected["files"])
+                    if got["files"].get(k) != expected["files"].get(k))
+    assert not differ, differ
+    assert not [p for p in work.rglob("*") if p.name.endswith((".partial", ".old", ".tmp"))]
+
+
 def test_kill_count(server):
     """Runs last in this module: the campaign killed at least 30 runs."""
     assert sum(KILLS.values()) >= 30, KILLS
