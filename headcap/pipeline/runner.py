@@ -171,15 +171,18 @@ class Pipeline:
         """Each stage's cache key: its config, code, outside files and its inputs' keys."""
         keys: dict[str, str] = {}
         for stage in self.stages:
-            keys[stage.name] = digest({
-                "stage": stage.name,
-                "config_type": _type_name(stage.config),
-                "config": self._portable(canonical(stage.config)),
-                "code": code_fingerprint(tuple(stage.code)) if stage.code else "",
-                "files": {self._portable(os.fspath(p)): tree_fingerprint(Path(p)) for p in stage.files},
-                "inputs": {name: keys[name] for name in stage.inputs},
-            })
+            keys[stage.name] = self._key(stage, keys)
         return keys
+
+    def _key(self, stage: Stage, keys: dict[str, str]) -> str:
+        return digest({
+            "stage": stage.name,
+            "config_type": _type_name(stage.config),
+            "config": self._portable(canonical(stage.config)),
+            "code": code_fingerprint(tuple(stage.code)) if stage.code else "",
+            "files": {self._portable(os.fspath(p)): tree_fingerprint(Path(p)) for p in stage.files},
+            "inputs": {name: keys[name] for name in stage.inputs},
+        })
 
     def _portable(self, value):
         """Paths inside ROOT as ROOT-relative: a session folder that was moved or copied keeps
@@ -233,8 +236,9 @@ class Pipeline:
                 raise ValueError(f"pipeline: {flag} names unknown stage(s) {sorted(unknown)}; stages: {names}")
         results: dict[str, StageResult] = {}
         with self.hold():
-            keys = self.keys()
+            keys: dict[str, str] = {}
             if only is not None:
+                keys = self.keys()
                 needed = self._needed_by(only)
                 for stage in self.stages:
                     self._recover(stage, keys[stage.name])
@@ -244,7 +248,9 @@ class Pipeline:
                                          "(or start from it)")
             n = len(self.stages)
             for i, stage in enumerate(self.stages, 1):
-                key = keys[stage.name]
+                # a stage's key is taken when its turn comes: its `files` may include what an
+                # earlier stage of this run just wrote (a folder inside ROOT)
+                key = keys[stage.name] = self._key(stage, keys)
                 self._recover(stage, key)
                 label = f"[{i}/{n}] {stage.name}"
                 if only is not None and stage.name not in only:
