@@ -36,6 +36,7 @@ INSTALL_REQUIRES = [
     "av>=12",
     "ninja>=1.11",
     "ai-edge-litert>=2.0",  # runs MediaPipe's face models (headcap landmarks) under numpy 2
+    "scikit-image>=0.22",  # marching cubes for the TSDF surface and the visual hull (headcap reconstruct)
     "pocketsphinx>=5.0,<6",  # headcap speak: forced alignment / phone recognition, ships its en-us models
     "safetensors>=0.4",  # headcap speak: the learned audio-to-expression weights
 ]
