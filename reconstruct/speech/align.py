@@ -65,10 +65,18 @@ def _model_dir() -> str:
     return os.path.join(pocketsphinx.get_model_path(), "en-us")
 
 
+_DECODERS: dict = {}
+
+
 def _decoder(**kw):
+    """One pocketsphinx decoder per setting, kept for the process (loading the models is the slow
+    part); callers hold _LOCK."""
     from pocketsphinx import Decoder
 
-    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **kw)
+    key = tuple(sorted(kw.items()))
+    if key not in _DECODERS:
+        _DECODERS[key] = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **kw)
+    return _DECODERS[key]
 
 
 def _words(text: str) -> list[str]:
