@@ -64,8 +64,10 @@ def evaluate_split(avatar, images, vertices: Tensor, frames: list[int], cameras:
                    keep_images: int = 0) -> dict:
     """Mean PSNR / SSIM (and PSNR inside the mask) of `frames` x `cameras`; the first
     `keep_images` side-by-side tiles are returned under "tiles"."""
+    from headcap.core.threads import serial_torch_ops
+
     ps, ss, pm, tiles = [], [], [], []
-    with torch.no_grad():
+    with torch.no_grad(), serial_torch_ops():
         for t in frames:
             for cam in cameras:
                 image, mask = images.view(t, cam)
@@ -108,9 +110,11 @@ def render_to_folder(avatar, vertices: Tensor, frames: list[int], cameras: dict,
     """Write out/<cam>/<t:06d>.png for every frame index in `frames` (vertices[i] belongs to
     frames[i]) and camera; returns the number of images."""
     out = Path(out)
+    from headcap.core.threads import serial_torch_ops
+
     n = 0
     total = len(frames) * len(cameras)
-    with torch.no_grad():
+    with torch.no_grad(), serial_torch_ops():
         for i, t in enumerate(frames):
             for cam, view in cameras.items():
                 rgb = avatar.render(vertices[i], view).rgb

@@ -26,31 +26,33 @@ def psnr(prediction: Tensor, target: Tensor, mask: Tensor | None = None) -> floa
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def _window(channels: int, dtype, size: int = 11, sigma: float = 1.5) -> Tensor:
+def _window(channels: int, dtype, size: int = 11, sigma: float = 1.5) -> tuple[Tensor, Tensor]:
+    """The separable Gaussian window as a (1 x size) and a (size x 1) depthwise kernel."""
     key = (channels, dtype, size, sigma)
     if key not in _WINDOWS:
         x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
         g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-        g = g / g.sum()
-        _WINDOWS[key] = (g[:, None] * g[None, :]).to(dtype).expand(channels, 1, size, size).contiguous()
+        g = (g / g.sum()).to(dtype)
+        _WINDOWS[key] = (g.reshape(1, 1, 1, size).expand(channels, 1, 1, size).contiguous(),
+                         g.reshape(1, 1, size, 1).expand(channels, 1, size, 1).contiguous())
     return _WINDOWS[key]
 
 
 def ssim_map(prediction: Tensor, target: Tensor) -> Tensor:
-    """Per-pixel SSIM [H, W, C] of images [H, W, C] in [0, 1] (differentiable)."""
+    """Per-pixel SSIM [H, W, C] of images [H, W, C] in [0, 1] (differentiable). The five local
+    means go through one separable depthwise convolution (2 x 11 taps instead of 121)."""
     c = prediction.shape[-1]
     x = prediction.permute(2, 0, 1)[None]
     y = target.to(prediction.dtype).permute(2, 0, 1)[None]
-    w = _window(c, prediction.dtype)
-    pad = w.shape[-1] // 2
-
-    def blur(t):
-        return F.conv2d(F.pad(t, (pad, pad, pad, pad), mode="reflect"), w, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x ** 2
-    syy = blur(y * y) - mu_y ** 2
-    sxy = blur(x * y) - mu_x * mu_y
+    row, col = _window(5 * c, prediction.dtype)
+    pad = row.shape[-1] // 2
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    blurred = F.conv2d(F.pad(stack, (pad, pad, pad, pad), mode="reflect"), row, groups=5 * c)
+    blurred = F.conv2d(blurred, col, groups=5 * c)
+    mu_x, mu_y, exx, eyy, exy = blurred.split(c, dim=1)
+    sxx = exx - mu_x ** 2
+    syy = eyy - mu_y ** 2
+    sxy = exy - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
     return s[0].permute(1, 2, 0)

@@ -190,6 +190,14 @@ class TrainSetup:
 
 
 def prepare(session_dir: Path, config: TrainConfig) -> TrainSetup:
+    """Read the session (images, rig, parameters), split it, pose the mesh of every frame."""
+    from headcap.core.threads import serial_torch_ops
+
+    with serial_torch_ops():  # many small torch ops: torch's spinning pool is slow on a busy machine
+        return _prepare(session_dir, config)
+
+
+def _prepare(session_dir: Path, config: TrainConfig) -> TrainSetup:
     from headcap.avatar.avatar_data import frame_vertices, head_params_path, load_images, model_spec_for, read_head_params
     from headcap.capture.session import read_session
     from headcap.reconstruct.head_loaders import load_head_model
