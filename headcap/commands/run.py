@@ -48,6 +48,8 @@ def register(subparsers) -> None:
                    help="rerun this step and every later one (earlier steps must be up to date)")
     p.add_argument("--only", action="append", default=[], metavar="STEP",
                    help="rerun just this step (repeatable; the steps it reads must be up to date)")
+    p.add_argument("--skip", action="append", default=[], metavar="STEP",
+                   help="leave this step out (repeatable; added to the config file's skip list)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     add_executor_arguments(p)
     p.set_defaults(handler=run)
@@ -60,8 +62,11 @@ def run(args) -> int:
     from headcap.pipeline.executor import make_executor
 
     console = Console(stderr=True)
+    from headcap.pipeline.chain import check_skip
+
     config = read_config_file(args.config)
     config["executor"] = executor_config(args, config["executor"])
+    config["skip"] = check_skip(list(config["skip"]) + list(args.skip), "--skip")
     with make_executor(config["executor"]) as executor:
         result = run_session(args.session, config, from_step=args.from_step, only=tuple(args.only),
                              executor=executor, console=console, report=not args.no_report)

@@ -2,14 +2,12 @@
 
 Each step is a runner stage whose folder sits inside the session (SESSION/<step>/), cached on its
 inputs, settings and code, resumable after a crash; a step that does not apply to the session
-(no calibration frames, one camera, no face models) is skipped with the reason recorded. The
-chain runs in two phases under one lock on the session:
-
-1. check (the session's files, images against the rig, masks) and calibration_report (when the
-   session films a board): the calibrated rig becomes the session's rig (session.json `rig` points
-   at calibration_report/rig.json; the studio's earlier rig is kept as `extra.rig_prior`, the seed and world
-   frame of every later calibration);
-2. every later step, built after the rig is settled, so its cache key sees the calibrated rig.
+(no calibration frames, one camera, no face models, nothing upstream to read) is skipped with the
+reason recorded. Steps run in order under one lock on the session, each built when its turn
+comes, so it reads (and its cache key hashes) what the steps before it wrote in this run. After
+calibration_report (when the session films a board), the calibrated rig becomes the session's
+rig: session.json `rig` points at calibration_report/rig.json and the studio's earlier rig is
+kept as `extra.rig_prior`, the seed and world frame of every later calibration.
 
 SESSION/run.json records the resolved configuration of every step, software versions, the
 executor, what ran, what was reused and what was skipped (and why), with timings;
@@ -43,7 +41,6 @@ class Step:
     name: str
     config_type: type
     make: Callable[[Path, object], Stage]
-    phase: int = 2
     description: str = ""
 
 
@@ -97,6 +94,28 @@ def _make_landmarks(path: Path, config) -> Stage:
         raise Skip(f"face models not found ({exc}); get them with `headcap models fetch`") from None
 
 
+def _needs_rig(path: Path, what: str, min_cameras: int = 1):
+    session = _session(path)
+    if session.rig_path() is None or not session.rig_path().is_file():
+        raise Skip(f"the session has no rig (no calibration frames and no rig.json): {what} needs calibrated cameras")
+    if len(session.cameras) < min_cameras:
+        raise Skip(f"{what} needs at least {min_cameras} cameras; the session has {len(session.cameras)}")
+    return session
+
+
+def _make_geometry(path: Path, config) -> Stage:
+    from headcap.pipeline.stages.reconstruct import reconstruct_stage
+
+    _needs_rig(path, "multi-view stereo", min_cameras=2)
+    return reconstruct_stage(config, source=path, name="geometry")
+
+
+def _geometry_type():
+    from headcap.pipeline.stages.reconstruct import ReconstructStageConfig
+
+    return ReconstructStageConfig
+
+
 def _calibrate_defaults():
     from headcap.pipeline.stages.calibrate import CalibrateStageConfig
 
@@ -115,18 +134,17 @@ def _landmarks_type():
     return LandmarksStageConfig
 
 
-#: (name, phase, config type factory, make, description), in running order. Later issues' stages
-#: (reconstruct, register, stabilize, track, avatar, export) append themselves here.
-_STEP_TABLE: list[tuple[str, int, Callable[[], type], Callable[[Path, object], Stage], str]] = [
-    ("check", 1, _check_type, _make_check, "the session's files, images against the rig, masks"),
-    (CALIBRATION, 1, _calibrate_defaults, _make_calibration, "the rig from the board frames"),
-    ("landmarks", 2, _landmarks_type, _make_landmarks, "face landmarks in every view, triangulated"),
+#: (name, config type factory, make, description), in running order.
+_STEP_TABLE: list[tuple[str, Callable[[], type], Callable[[Path, object], Stage], str]] = [
+    ("check", _check_type, _make_check, "the session's files, images against the rig, masks"),
+    (CALIBRATION, _calibrate_defaults, _make_calibration, "the rig from the board frames"),
+    ("landmarks", _landmarks_type, _make_landmarks, "face landmarks in every view, triangulated"),
+    ("geometry", _geometry_type, _make_geometry, "multi-view stereo, fused points and a surface per frame"),
 ]
 
 
 def steps() -> list[Step]:
-    return [Step(name, config_type(), make, phase, description)
-            for name, phase, config_type, make, description in _STEP_TABLE]
+    return [Step(name, config_type(), make, description) for name, config_type, make, description in _STEP_TABLE]
 
 
 def step_names() -> list[str]:
@@ -219,13 +237,24 @@ def read_config_file(path: Path | None) -> dict:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a table of steps at the top level")
     known = {s.name: s for s in steps()}
-    unknown = sorted(set(data) - set(known) - {"executor"})
+    unknown = sorted(set(data) - set(known) - {"executor", "skip"})
     if unknown:
-        raise ValueError(f"{path}: unknown step(s) {unknown}; steps: {sorted(known)} (and 'executor')")
+        raise ValueError(f"{path}: unknown step(s) {unknown}; steps: {sorted(known)} (and 'executor', 'skip')")
     config = {name: config_from_mapping(step.config_type, data.get(name, {}), f"{path}: [{name}]")
               for name, step in known.items()}
     config["executor"] = config_from_mapping(ExecutorConfig, data.get("executor", {}), f"{path}: [executor]")
+    config["skip"] = check_skip(data.get("skip", []), f"{path}: skip")
     return config
+
+
+def check_skip(names, where: str) -> tuple[str, ...]:
+    """Steps the configuration leaves out (`skip = ["geometry", ...]`)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{where}: expected a list of step names, got {names!r}")
+    unknown = sorted(set(names) - set(step_names()))
+    if unknown:
+        raise ValueError(f"{where}: unknown step(s) {unknown}; steps: {step_names()}")
+    return tuple(names)
 
 
 def resolved(config: dict) -> dict:
@@ -243,6 +272,7 @@ class RunResult:
     session: Path
     results: dict[str, StageResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    stale: list[str] = field(default_factory=list)
     seconds: float = 0.0
     report: Path | None = None
 
@@ -294,24 +324,35 @@ def run_session(session_path: Path, config: dict, from_step: str | None = None, 
     names = [s.name for s in all_steps]
     allowed, force = _select(names, from_step, only)
     out = RunResult(root)
+    skip = set(config.get("skip", ()))
     pipeline = Pipeline(root, [], console=console, title=f"headcap run {session.name}", executor=executor)
     with pipeline.hold():
-        for phase in (1, 2):
-            stages: list[Stage] = []
-            for step in all_steps:
-                if step.phase != phase:
-                    continue
-                try:
-                    stages.append(step.make(manifest, config[step.name]))
-                except Skip as why:
-                    out.skipped[step.name] = str(why)
-            built = {s.name for s in stages}
-            pipeline.set_stages(stages)
-            run_only = None if allowed is None else tuple(n for n in names if n in allowed and n in built)
-            results = pipeline.run(force=tuple(n for n in force if n in built), only=run_only)
-            out.results.update(results)
-            if phase == 1 and CALIBRATION in results:
-                apply_calibration(manifest, results[CALIBRATION].folder, console)
+        n = len(all_steps)
+        for i, step in enumerate(all_steps, 1):
+            if step.name in skip:
+                out.skipped[step.name] = "skipped by the configuration ('skip')"
+                continue
+            # built when its turn comes: a step may read what the steps before it wrote
+            try:
+                stage = step.make(manifest, config[step.name])
+            except Skip as why:
+                out.skipped[step.name] = str(why)
+                continue
+            pipeline.set_stages([stage])
+            if allowed is not None and step.name not in allowed:
+                record = pipeline.record(step.name)
+                if record is not None:
+                    if not pipeline.is_current(stage, pipeline.keys()[step.name]):
+                        console.print(f"[yellow]{step.name} is out of date (not selected): its outputs are "
+                                      "used as they are[/]")
+                        out.stale.append(step.name)
+                    out.results[step.name] = StageResult(step.name, record.get("key", ""), "cached", 0.0,
+                                                         root / step.name, record)
+                continue
+            console.print(f"[bold]step {i}/{n}[/]")
+            out.results.update(pipeline.run(force=(step.name,) if step.name in force else ()))
+            if step.name == CALIBRATION:
+                apply_calibration(manifest, out.results[CALIBRATION].folder, console)
         for name, why in out.skipped.items():
             console.print(f"[yellow]skipped {name}[/]: {why}")
         out.seconds = time.perf_counter() - tic
@@ -324,7 +365,8 @@ def run_session(session_path: Path, config: dict, from_step: str | None = None, 
             "from": from_step, "only": list(only),
             "steps": [{"name": n, **({"status": out.results[n].status, "seconds": round(out.results[n].seconds, 3),
                                       "key": out.results[n].key} if n in out.results else
-                                     {"status": "skipped", "reason": out.skipped.get(n, "not selected")})}
+                                     {"status": "skipped", "reason": out.skipped.get(n, "not selected")}),
+                       **({"stale": True} if n in out.stale else {})}
                       for n in names],
             "seconds": round(out.seconds, 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -338,8 +380,8 @@ def run_session(session_path: Path, config: dict, from_step: str | None = None, 
 
 
 def describe_steps() -> str:
-    return "\n".join(f"  {row[0]:<12} {row[4]}" for row in _STEP_TABLE)
+    return "\n".join(f"  {row[0]:<20} {row[3]}" for row in _STEP_TABLE)
 
 
 __all__ = ["RUN_RECORD", "RunResult", "Skip", "Step", "apply_calibration", "config_from_mapping",
-           "describe_steps", "read_config_file", "resolved", "run_session", "step_names", "steps"]
+           "check_skip", "describe_steps", "read_config_file", "resolved", "run_session", "step_names", "steps"]
