@@ -179,3 +179,15 @@ def test_commands_train_render_eval(session, tmp_path):
     assert abs(ev["novel_view"]["psnr_db"] - metrics["novel_view"]["psnr_db"]) < 0.05
     assert (out / "eval" / "turntable.png").is_file()
     assert len(list((out / "eval" / "cross_reenactment").rglob("*.png"))) == 2
+
+
+def test_tracking_refinement_moves_only_training_frames(session):
+    config = TrainConfig(iterations=20, holdout="cam01", holdout_frames=1, refine_tracking=True,
+                         density=DensityConfig(start=10 ** 6))
+    setup = prepare(session, config)
+    result = train_avatar(setup, None, config)
+    pose, expr = result.tracking["pose"], result.tracking["expression"]
+    assert pose.shape == (3, 6) and expr.shape == (3, setup.model.num_expression)
+    assert torch.isfinite(pose).all() and torch.isfinite(expr).all()
+    assert pose[:2].abs().max() > 1e-5 and expr[:2].abs().max() > 1e-5  # training frames corrected
+    assert pose[2].abs().max() == 0 and expr[2].abs().max() == 0  # the held-out frame untouched
