@@ -3,6 +3,16 @@
     python benchmarks/bm_gaussian_raster.py                 # full grid (~10 min on 2 cores)
     python benchmarks/bm_gaussian_raster.py --quick         # 100k @ 512 only, with ratios
     python benchmarks/bm_gaussian_raster.py --json out.json
+    python benchmarks/bm_gaussian_raster.py --against 956961e   # old kernel vs this tree's
+
+`--against COMMIT` builds the CPU kernel's sources as they were at COMMIT (avatar/csrc/
+gauss_raster/ and core/csrc/hc_parallel.h, read with `git show`) as a second extension under
+its own name, loads both into one process and times forward + backward of 100k Gaussians at
+512 px (projection + compositing, SH 3, fp32) with old and new interleaved: per round and thread
+count (1, 2) both run `--repeats` times back to back, the order alternating between rounds.
+It prints per-round medians, the median of the rounds' paired old/new ratios (wall clock and
+process CPU time) and the load average before and after each round, and checks that both
+kernels return the same image (max difference) and gradients (relative difference).
 
 Each case runs in its own subprocess so that its peak RSS and its thread count are its own.
 Scenes: `avatar.gaussians.synthetic.random_scene` with world scales shrinking as 1/sqrt(N), so
@@ -114,6 +124,108 @@ def write_figure(path: Path) -> None:
     print(f"wrote {path}: fit PSNR {fit.psnr:.2f} dB after 300 steps ({fit.backend})")
 
 
+def _kernel_at(commit: str):
+    """The CPU kernel built from its sources at `commit` (cached like any headcap kernel, under
+    the name gauss_raster_at_<commit>)."""
+    from headcap.avatar.gaussians.cpu import load_cpu_kernel
+    from headcap.core.extension import load_extension
+
+    folders = ["avatar/csrc/gauss_raster", "core/csrc"]
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", commit, *[f + "/" for f in folders]],
+                            capture_output=True, text=True, check=True).stdout.split()
+    files = [f for f in listed if f.endswith((".cpp", ".h")) and not f.startswith("core/csrc/") or
+             f == "core/csrc/hc_parallel.h"]
+    if not files:
+        raise SystemExit(f"--against {commit}: no kernel sources at that commit")
+    tmp = Path(tempfile.mkdtemp(prefix="headcap_kernel_at_"))
+    for f in files:
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{f}"], capture_output=True,
+                              check=True).stdout
+        (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / f).write_bytes(text)
+    sources = sorted(tmp / f for f in files if f.endswith(".cpp"))
+    headers = tuple(sorted(tmp / f for f in files if f.endswith(".h")))
+    include = [f"-I{tmp / d}" for d in folders]
+    name = f"gauss_raster_at_{commit[:12]}"
+    old = load_extension(name, sources, extra_cflags=tuple(include), headers=headers, simd=True)
+    return old, load_cpu_kernel()
+
+
+def against(commit: str, rounds: int, repeats: int, n: int = 100_000, res: int = 512) -> dict:
+    """Old (commit) vs new (this tree) kernel, interleaved in one process; see the docstring."""
+    import statistics
+    import time
+
+    import torch
+
+    from headcap.avatar.gaussians import cpu as cpu_mod
+    from headcap.avatar.gaussians.synthetic import pinhole, random_scene
+
+    old, new = _kernel_at(commit)
+    kernels = {"old": old, "new": new}
+    K, cfw = pinhole(res, res, torch.float32)
+    params = random_scene(n, seed=0, dtype=torch.float32, sh_degree=3,
+                          log_scale_mean=-3.5 + 0.5 * math.log(1e5 / n))
+    torch.set_num_threads(1)  # torch's own few ops; the kernel threads are passed explicitly
+    saved = cpu_mod.load_cpu_kernel
+
+    def step(variant: str, threads: int, want: bool = False):
+        cpu_mod.load_cpu_kernel = lambda: kernels[variant]
+        try:
+            leaves = [p.clone().requires_grad_() for p in params]
+            means, quats, scales, opac, sh = leaves
+            t0, c0 = time.perf_counter(), time.process_time()
+            means2d, conics, feats, extents, _ = cpu_mod.project_cpu(
+                means, quats, scales, opac, sh, K, cfw, res, res, n_threads=threads)
+            out, alpha = cpu_mod.rasterize_cpu(means2d, conics, opac, feats, feats[:, 3].detach(),
+                                               extents, res, res, n_threads=threads)
+            (out.sum() + alpha.sum()).backward()
+            t1, c1 = time.perf_counter(), time.process_time()
+        finally:
+            cpu_mod.load_cpu_kernel = saved
+        if want:
+            return out.detach(), alpha.detach(), [t.grad for t in leaves]
+        return t1 - t0, c1 - c0
+
+    a, b = step("old", 1, want=True), step("new", 1, want=True)
+    img = max((a[0] - b[0]).abs().max().item(), (a[1] - b[1]).abs().max().item())
+    grad = max(((x - y).norm() / x.norm()).item() for x, y in zip(a[2], b[2]))
+    print(f"old ({commit}) vs new: image max diff {img:.2e}, gradients max relative diff {grad:.2e}")
+    for variant in kernels:  # warm-up: page faults of the first call, thread start
+        step(variant, 2)
+    rows = {(v, t): [] for v in kernels for t in (1, 2)}
+    loads = []
+    for r in range(rounds):
+        load0 = os.getloadavg()[0]
+        for threads in (1, 2):
+            for variant in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                runs = [step(variant, threads) for _ in range(repeats)]
+                rows[variant, threads].append((statistics.median(w for w, _ in runs),
+                                               statistics.median(c for _, c in runs)))
+        loads.append((load0, os.getloadavg()[0]))
+        print(f"round {r + 1}: load {load0:.2f} -> {loads[-1][1]:.2f}; " + ", ".join(
+            f"{v} {t}t {rows[v, t][-1][0] * 1e3:.0f} ms" for t in (1, 2) for v in kernels), flush=True)
+    result = {"commit": commit, "n": n, "res": res, "rounds": rounds, "repeats": repeats,
+              "image_max_diff": img, "grad_max_rel_diff": grad, "loads": loads}
+    for threads in (1, 2):
+        o, w = rows["old", threads], rows["new", threads]
+        wall = sorted(x[0] / y[0] for x, y in zip(o, w))
+        cpu = sorted(x[1] / y[1] for x, y in zip(o, w))
+        med = lambda v: v[len(v) // 2]  # noqa: E731
+        result[f"{threads}t"] = {"old_ms": [x[0] * 1e3 for x in o], "new_ms": [y[0] * 1e3 for y in w],
+                                 "old_cpu_ms": [x[1] * 1e3 for x in o],
+                                 "new_cpu_ms": [y[1] * 1e3 for y in w],
+                                 "speedup_wall": med(wall), "speedup_cpu": med(cpu)}
+        print(f"{threads} thread(s), fwd+bwd {n // 1000}k @ {res}: old median "
+              f"{statistics.median(x[0] for x in o) * 1e3:.0f} ms (cpu {statistics.median(x[1] for x in o) * 1e3:.0f}), "
+              f"new {statistics.median(y[0] for y in w) * 1e3:.0f} ms (cpu {statistics.median(y[1] for y in w) * 1e3:.0f}); "
+              f"old/new per round {', '.join(f'{x:.2f}' for x in wall)} -> median {med(wall):.2f}x wall, "
+              f"{med(cpu):.2f}x cpu")
+    print(f"load average (1 min) per round: {', '.join(f'{a:.1f}->{b:.1f}' for a, b in loads)} "
+          f"on {os.cpu_count()} cores")
+    return result
+
+
 def run_case(n: int, res: int, backend: str, threads: int, repeats: int,
              timeout: float) -> dict | None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
@@ -138,8 +250,17 @@ def main() -> None:
                         help="seconds before a reference case is given up")
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--figure", type=Path, help="write the docs figure here and exit")
+    parser.add_argument("--against", metavar="COMMIT",
+                        help="time the kernel at COMMIT against this tree's, interleaved")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds for --against")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.against:
+        result = against(args.against, args.rounds, args.repeats)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1))
+        return
     if args.figure:
         write_figure(args.figure)
         return

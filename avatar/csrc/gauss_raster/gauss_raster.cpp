@@ -166,40 +166,56 @@ inline void row_intervals(const T* p, const double* s, int x0, int y0, int r0, i
   }
 }
 
-// A Gaussian's row span is processed in windows of kLanes pixels, each one SIMD vector
-// (gauss_raster_simd.h): no scalar remainder loop, which for spans shorter than a vector is
-// the whole loop. A window starts at s = min(lo, row_stride - kLanes) and its lanes outside
-// [lo, hi] are masked out: lo is the first pixel of the span not yet visited, hi the span's
-// last pixel (< row_width). Per-tile buffers use rows of row_stride pixels (a multiple of
-// kLanes, >= tile) so that a window never leaves them.
+// A tile is walked in windows of kLanes pixels, each one SIMD vector (gauss_raster_simd.h):
+// window (r, c) holds pixels c * kLanes .. c * kLanes + kLanes - 1 of tile row r. Per-tile
+// buffers use rows of row_stride pixels (a multiple of kLanes, >= tile), so windows never leave
+// them; pixels past the image or the tile's edge are marked done (forward) or used by no
+// Gaussian (backward) and stay out of every result. Windows are numbered r * wpr + c, wpr =
+// the windows per row rounded up to a power of two, and sets of windows are bitsets of that
+// numbering: a Gaussian's windows in a tile (from its row intervals) are intersected with the
+// windows still live (a pixel not yet done in the forward, a pixel whose list reaches this
+// Gaussian in the backward), and only the set bits are visited: no per-row control, no
+// per-span branches, one loop over set bits per Gaussian and tile.
 using hc_simd::kLanes;
+
+#ifdef HC_GR_STATS
+std::atomic<int64_t> st_entries{0}, st_windows{0}, st_lanes{0}, st_rows{0};
+#define HC_STAT(x, v) x += (v)
+#else
+#define HC_STAT(x, v)
+#endif
 
 inline int row_stride_for(int tile) {
   return std::max(kLanes, (tile + kLanes - 1) / kLanes * kLanes);
 }
 
-// eval_alpha on the kLanes pixels x0 + s + i of a row, dy below the mean: dx, exp(power), the
-// unclamped alpha (raw) and alpha; returns the int32 mask of lanes where the Gaussian counts
-// (power <= 0 and alpha >= 1/255). exp sees the power clamped to [-87, 0] (fast_expf's range;
-// a positive power is rounding on a thin ellipse): that only changes lanes that never count,
-// and keeps their values finite, so that multiplying them by a zero gradient gives zero.
-template <typename T, typename V = typename hc_simd::Vec<T>::type>
-inline hc_simd::i8 window_alpha(const T* p, int x0, int s, T dy, V& dx, V& gauss, V& raw,
-                                V& alpha) {
-  using hc_simd::splat;
-  dx = (hc_simd::iota<T>() + T(x0 + s)) - p[0];
-  const V power = hc_gauss::gauss_power(p[2], p[3], p[4], dx, dy);
-  const V low = power >= T(-87) ? power : splat<V>(T(-87));
-  gauss = hc_simd::exp_lanes(low <= T(0) ? low : splat<V>(T(0)));
-  raw = p[5] * gauss;
-  alpha = raw <= hc_gauss::max_alpha<T>() ? raw : splat<V>(hc_gauss::max_alpha<T>());
-  return hc_simd::to_int_mask((power <= T(0)) & (alpha >= hc_gauss::min_alpha<T>()));
+struct WindowGrid {
+  int rs;     // row stride in pixels
+  int shift;  // log2 of the windows per row (rounded up to a power of two)
+  int words;  // 64-bit words of a window bitset
+  explicit WindowGrid(int tile) : rs(row_stride_for(tile)), shift(0) {
+    while ((1 << shift) < rs / kLanes) ++shift;
+    words = int((int64_t(tile) << shift) + 63) / 64;
+  }
+};
+
+// Sets bits [from, to] (inclusive) of a bitset.
+inline void set_bits(uint64_t* bits, int from, int to) {
+  while (from <= to) {
+    const int lo = from & 63, hi = std::min(63, lo + (to - from));
+    bits[from >> 6] |= ((uint64_t(2) << hi) - 1) & (~uint64_t(0) << lo);  // 2 << 63 wraps to 0
+    from += hi - lo + 1;
+  }
 }
 
-// Lanes s..s + kLanes - 1 that lie in [lo, hi], as an int32 mask.
-inline hc_simd::i8 lane_range(int s, int lo, int hi) {
-  const hc_simd::i8 j = hc_simd::iota_int() + s;
-  return (j >= lo) & (j <= hi);
+// The windows of tile rows [r0, r1] (image rows) that the row intervals j0 / j1 (indexed by
+// tile row, j0 > j1 where missed) reach, into the zeroed bitset `bits`.
+inline void span_windows(const WindowGrid& g, int y0, int r0, int r1, const int32_t* j0,
+                         const int32_t* j1, uint64_t* bits) {
+  constexpr int lane_shift = kLanes == 8 ? 3 : 2;
+  for (int r = r0 - y0; r <= r1 - y0; ++r)
+    if (j0[r] <= j1[r])
+      set_bits(bits, (r << g.shift) + (j0[r] >> lane_shift), (r << g.shift) + (j1[r] >> lane_shift));
 }
 
 // Rows of the tile [y0, y1) that a Gaussian's cut ellipse may reach (its record p: the mean's
@@ -213,40 +229,131 @@ inline bool row_range(const T* p, int y0, int y1, int& r0, int& r1) {
   return r0 <= r1;
 }
 
+// Grids whose window bitset fits 32 bits with the tile's rows padded to whole vectors of rows
+// (the default 16 px tile: 16 rows x 2 windows) get their Gaussian windows from
+// row_window_bits; larger tiles from row_intervals + span_windows.
+inline bool small_grid(const WindowGrid& g, int tile) {
+  return g.words == 1 && (((tile + kLanes - 1) / kLanes * kLanes) << g.shift) <= 32;
+}
+
+// row_intervals and span_windows in one pass for small grids: the tile's rows [0, rows) in
+// fixed steps of kLanes rows (rows outside [r0 - y0, r1 - y0] masked, no per-row branch), each
+// lane's window range turned into bits (r << shift) + c and the lanes OR-ed together. The
+// interval arithmetic is row_intervals' (same superset). Returns false, bits untouched, for
+// Gaussians too large or too far off the tile for float (the caller takes the double path).
+template <typename T>
+inline bool row_window_bits(const T* p, int x0, int y0, int r0, int r1, int rows,
+                            int row_width, int shift, uint32_t& bits) {
+  using namespace hc_simd;
+  const double cxd = double(p[0]) - x0, cyd = double(p[1]) - y0;
+  if (!(std::fabs(cxd) < 1e6 && std::fabs(cyd) < 1e6 && std::fabs(double(p[7])) < 1e6 &&
+        double(p[8]) < 1e12 && std::fabs(double(p[9])) < 1e12))
+    return false;
+  constexpr int lane_shift = kLanes == 8 ? 3 : 2;
+  const float cx = float(cxd), cy = float(cyd), slope = float(p[7]), q = float(p[8]),
+              w = float(p[9]);
+  const f8 zero = splat<f8>(0.0f), last = splat<f8>(float(row_width - 1));
+  const f8 end = splat<f8>(float(row_width)), minus1 = splat<f8>(-1.0f);
+  const i8 lo_row = splat<i8>(r0 - y0), hi_row = splat<i8>(r1 - y0);
+  u8 acc = splat<u8>(0u);
+  for (int r = 0; r < rows; r += kLanes) {
+    const i8 row = iota_int() + r;
+    const f8 dy = (iota<float>() + float(r)) - cy;
+    const f8 rad = q - w * dy * dy;
+    const f8 half = sqrt_lanes(rad > 0.0f ? rad : zero);
+    const f8 centre = cx - slope * dy;
+    const f8 tol = 1e-2f + 1e-5f * ((centre < 0.0f ? -centre : centre) + half);
+    f8 lo = centre - half - tol, hi = centre + half + tol;
+    lo = lo > 0.0f ? lo : zero;  // clamp to [0, row_width] before converting (NaN -> 0)
+    lo = lo < end ? lo : end;
+    hi = hi < last ? hi : last;
+    hi = hi > -1.0f ? hi : minus1;
+    i8 a = __builtin_convertvector(lo, i8), b = __builtin_convertvector(hi, i8);
+    a -= lo > __builtin_convertvector(a, f8);  // ceil (masks are -1 where true)
+    b += hi < __builtin_convertvector(b, f8);  // floor
+    const i8 ok = (rad >= 0.0f) & (a <= b) & (row >= lo_row) & (row <= hi_row);
+    const u8 wl = (u8)((ok ? a : splat<i8>(0)) >> lane_shift);
+    const u8 wh = (u8)((ok ? b : splat<i8>(0)) >> lane_shift);
+    const u8 span = (splat<u8>(2u) << wh) - (splat<u8>(1u) << wl);
+    acc |= (span << (u8)(row << shift)) & (u8)ok;
+  }
+  bits = or_lanes(acc);
+  return true;
+}
+
+// The windows of a Gaussian (record p, span s) in the tile at (x0, y0) with `rows` rows:
+// into cand (grid.words words), intersected with `live`; returns whether any is left.
+template <typename T>
+inline bool gaussian_windows(const T* p, const double* s, const WindowGrid& grid, bool small,
+                             int x0, int y0, int rows, int row_width, int32_t* j_lo,
+                             int32_t* j_hi, const uint64_t* live, uint64_t* cand) {
+  int r0, r1;
+  if (!row_range(p, y0, y0 + rows, r0, r1)) return false;
+  uint32_t bits;
+  if (small && row_window_bits(p, x0, y0, r0, r1, rows, row_width, grid.shift, bits)) {
+    cand[0] = bits & live[0];
+    return cand[0] != 0;
+  }
+  row_intervals(p, s, x0, y0, r0, r1, row_width, j_lo, j_hi);
+  std::fill(cand, cand + grid.words, 0);
+  span_windows(grid, y0, r0, r1, j_lo, j_hi, cand);
+  bool any = false;
+  for (int wd = 0; wd < grid.words; ++wd) any |= (cand[wd] &= live[wd]) != 0;
+  return any;
+}
+
+// eval_alpha on the kLanes pixels xs + i of a row, dy below the mean: dx, exp(power), the
+// unclamped alpha (raw) and alpha; returns the int32 mask of lanes where the Gaussian counts
+// (power <= 0 and alpha >= 1/255). exp sees the power clamped to [-87, 0] (fast_expf's range;
+// a positive power is rounding on a thin ellipse): that only changes lanes that never count,
+// and keeps their values finite, so that multiplying them by a zero gradient gives zero.
+template <typename T, typename V = typename hc_simd::Vec<T>::type>
+inline hc_simd::i8 window_alpha(const T* p, int xs, T dy, V& dx, V& gauss, V& raw, V& alpha) {
+  using hc_simd::splat;
+  dx = (hc_simd::iota<T>() + T(xs)) - p[0];
+  const V power = hc_gauss::gauss_power(p[2], p[3], p[4], dx, dy);
+  const V low = power >= T(-87) ? power : splat<V>(T(-87));
+  gauss = hc_simd::exp_lanes(low <= T(0) ? low : splat<V>(T(0)));
+  raw = p[5] * gauss;
+  alpha = raw <= hc_gauss::max_alpha<T>() ? raw : splat<V>(hc_gauss::max_alpha<T>());
+  return hc_simd::to_int_mask((power <= T(0)) & (alpha >= hc_gauss::min_alpha<T>()));
+}
+
 // One forward window: same arithmetic as the per-pixel loop in reference.py, written with
 // selects; a pixel whose transmittance would drop to 1e-4 is done and ignores the rest.
-// Row buffers (tr, nu, dn, acc) are indexed by the pixel's column in the tile. Returns the
-// number of pixels that became done.
+// Buffers point at the window's first pixel. Returns true when every pixel of the window is
+// done.
 template <typename T, int CT>
-inline int32_t forward_window(const T* p, int C, int x0, T dy, int s, int lo, int hi,
-                              int32_t used_mark, T* tr, int32_t* nu, int32_t* dn, T* acc,
-                              int64_t plane) {
+inline bool forward_window(const T* p, int C, int xs, T dy, int32_t used_mark, T* tr,
+                           int32_t* nu, int32_t* dn, T* acc, int64_t plane) {
   using namespace hc_simd;
   using V = typename Vec<T>::type;
   using M = typename Vec<T>::mask;
   V dx, gauss, raw, alpha;
-  const i8 counts = window_alpha(p, x0, s, dy, dx, gauss, raw, alpha);
-  const i8 dn_v = load<i8>(dn + s);
-  const i8 valid_i = counts & (dn_v == 0) & lane_range(s, lo, hi);
+  const i8 counts = window_alpha(p, xs, dy, dx, gauss, raw, alpha);
+  const i8 dn_v = load<i8>(dn);
+  const i8 valid_i = counts & ~dn_v;
+  HC_STAT(st_lanes, count_set(valid_i));
+  HC_STAT(st_windows, 1);
   const M valid = from_int_mask<M>(valid_i);
-  const V tr_v = load<V>(tr + s);
+  const V tr_v = load<V>(tr);
   const V next = tr_v * (T(1) - alpha);
   const M term = valid & (next <= min_transmittance<T>());
   const M use = valid & ~term;
   const V weight = use ? alpha * tr_v : splat<V>(T(0));
-  store(tr + s, use ? next : tr_v);
-  const i8 term_i = to_int_mask(term);
-  store(nu + s, to_int_mask(use) ? splat<i8>(used_mark) : load<i8>(nu + s));
-  store(dn + s, term_i ? splat<i8>(1) : dn_v);
+  store(tr, use ? next : tr_v);
+  const i8 dn_new = dn_v | to_int_mask(term);
+  store(nu, to_int_mask(use) ? splat<i8>(used_mark) : load<i8>(nu));
+  store(dn, dn_new);
   const int channels = CT > 0 ? CT : C;
   for (int c = 0; c < channels; ++c) {
-    T* a = acc + c * plane + s;
+    T* a = acc + c * plane;
     store(a, load<V>(a) + weight * p[kHeader + c]);  // exact: +0 where unused
   }
-  return count_set(term_i);
+  return all_set(dn_new);
 }
 
-// Splat order: the tile's Gaussians are visited front to back, each touching only the pixels
+// Splat order: the tile's Gaussians are visited front to back, each touching only the windows
 // its ellipse reaches; every pixel keeps its own transmittance and stops (done) exactly where
 // a per-pixel loop would break.
 template <typename T, int CT>
@@ -259,15 +366,18 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
   pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   const int tiles_x = (width + tile - 1) / tile;
   const int64_t n_tiles = int64_t(bins.offsets.size()) - 1;
-  const int rs = row_stride_for(tile);
+  const WindowGrid grid(tile);
+  const bool small = small_grid(grid, tile);
+  const int rs = grid.rs;
   const int64_t area = int64_t(rs) * tile;
   // Tiles go to workers one at a time from a shared counter (hc_parallel.h).
   std::atomic<int64_t> next_tile{0};
   hc_par::run_workers(n_threads, [&](int) {
     // Per-tile pixel state, channels planar so the windows vectorise over pixels.
     std::vector<T> trans(area), acc(area * C);
-    std::vector<int32_t> n_used(area), done(area), row_active(tile);
+    std::vector<int32_t> n_used(area), done(area);
     std::vector<int32_t> j_lo(tile + kLanes), j_hi(tile + kLanes);
+    std::vector<uint64_t> live(grid.words), cand(grid.words);
     for (int64_t t; (t = next_tile.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
       const int64_t begin = bins.offsets[t], count = bins.offsets[t + 1] - begin;
       if (count == 0) continue;
@@ -277,35 +387,36 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
       std::fill(trans.begin(), trans.end(), T(1));
       std::fill(acc.begin(), acc.end(), T(0));
       std::fill(n_used.begin(), n_used.end(), 0);
-      std::fill(done.begin(), done.end(), 0);
-      int64_t active = int64_t(row_width) * (y1 - y0);
-      // Pixels still compositing per tile row: a row whose pixels are all done is skipped.
-      std::fill(row_active.begin(), row_active.end(), row_width);
+      std::fill(live.begin(), live.end(), 0);
+      for (int r = 0; r < tile; ++r)
+        for (int j = 0; j < rs; ++j) done[int64_t(r) * rs + j] = (r < y1 - y0 && j < row_width) ? 0 : -1;
+      for (int r = 0; r < y1 - y0; ++r)
+        set_bits(live.data(), r << grid.shift, (r << grid.shift) + (row_width - 1) / kLanes);
       const int32_t* tile_ids = &bins.ids[begin];
-      for (int64_t k = 0; k < count && active > 0; ++k) {
+      for (int64_t k = 0; k < count; ++k) {
         // Records are read in place (a copy per tile cost more than it saved); the ones a few
         // steps ahead are prefetched.
         if (k + kPrefetch < count) prefetch_record(&pk.rec[int64_t(tile_ids[k + kPrefetch]) * stride], stride);
         const int64_t g = tile_ids[k];
         const T* p = &pk.rec[g * stride];
-        int r0, r1;
-        if (!row_range(p, y0, y1, r0, r1)) continue;
-        row_intervals(p, &pk.span[g * kSpan], x0, y0, r0, r1, row_width, j_lo.data(),
-                      j_hi.data());
+        HC_STAT(st_entries, 1);
+        if (!gaussian_windows(p, &pk.span[g * kSpan], grid, small, x0, y0, y1 - y0, row_width,
+                              j_lo.data(), j_hi.data(), live.data(), cand.data()))
+          continue;
         const int32_t used_mark = int32_t(k + 1);
-        for (int py = r0; py <= r1; ++py) {
-          const int j0 = j_lo[py - y0], j1 = j_hi[py - y0];
-          if (j0 > j1 || row_active[py - y0] == 0) continue;
-          const T dy = T(py) - p[1];
-          const int64_t lrow = int64_t(py - y0) * rs;
-          int32_t n_term = 0;
-          for (int lo = j0; lo <= j1; lo += kLanes)
-            n_term += forward_window<T, CT>(p, C, x0, dy, std::min(lo, rs - kLanes), lo, j1,
-                                            used_mark, &trans[lrow], &n_used[lrow],
-                                            &done[lrow], &acc[lrow], area);
-          active -= n_term;
-          row_active[py - y0] -= n_term;
+        bool any_live = false;
+        for (int wd = 0; wd < grid.words; ++wd) {
+          for (uint64_t m = cand[wd]; m; m &= m - 1) {
+            const int b = __builtin_ctzll(m), w = wd * 64 + b;
+            const int r = w >> grid.shift, xs = (w & ((1 << grid.shift) - 1)) * kLanes;
+            const int64_t l = int64_t(r) * rs + xs;
+            if (forward_window<T, CT>(p, C, x0 + xs, T(y0 + r) - p[1], used_mark, &trans[l],
+                                      &n_used[l], &done[l], &acc[l], area))
+              live[wd] &= ~(uint64_t(1) << b);
+          }
+          any_live |= live[wd] != 0;
         }
+        if (!any_live) break;
       }
       for (int py = y0; py < y1; ++py) {
         for (int j = 0; j < row_width; ++j) {
@@ -318,32 +429,36 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
       }
     }
   });
+#ifdef HC_GR_STATS
+  fprintf(stderr, "fwd entries %ld rows %ld windows %ld lanes %ld\n", st_entries.load(), st_rows.load(), st_windows.load(), st_lanes.load());
+  st_entries = st_windows = st_lanes = st_rows = 0;
+#endif
 }
 
-// One backward window of Gaussian k (its record p) over one tile row: undoes its compositing
-// step at each pixel that used it and accumulates its gradients into the lane sums g
-// (6 + C vectors: mean x, y, conic a, b, c, opacity, features).
+// One backward window of Gaussian k (its record p): undoes its compositing step at each pixel
+// that used it and accumulates its gradients into the lane sums g (6 + C vectors: mean x, y,
+// conic a, b, c, opacity, features). Buffers point at the window's first pixel.
 template <typename T, int CT, typename V = typename hc_simd::Vec<T>::type>
-inline void backward_window(const T* p, int C, int x0, T dy, int s, int lo, int hi, int32_t k32,
-                            T* tr, const int32_t* lu, const T* gt, T* behind, const T* g_pix,
+inline void backward_window(const T* p, int C, int xs, T dy, int32_t k32, T* tr,
+                            const int32_t* lu, const T* gt, T* behind, const T* g_pix,
                             int64_t plane, V* g) {
   using namespace hc_simd;
   using M = typename Vec<T>::mask;
   V dx, gauss, raw, alpha;
-  const i8 counts = window_alpha(p, x0, s, dy, dx, gauss, raw, alpha);
-  const M use = from_int_mask<M>(counts & (k32 < load<i8>(lu + s)) & lane_range(s, lo, hi));
+  const i8 counts = window_alpha(p, xs, dy, dx, gauss, raw, alpha);
+  const M use = from_int_mask<M>(counts & (k32 < load<i8>(lu)));
   // alpha = opacity * exp(power) while unclamped; zero gradient where clamped.
   const M grad_on = use & (raw <= hc_gauss::max_alpha<T>());
   const V inv = T(1) / (T(1) - alpha);
-  const V tr_v = load<V>(tr + s);
+  const V tr_v = load<V>(tr);
   const V t_before = tr_v * inv;
   const V weight = use ? alpha * t_before : splat<V>(T(0));
-  V g_alpha = load<V>(gt + s) * inv;
+  V g_alpha = load<V>(gt) * inv;
   const int channels = CT > 0 ? CT : C;
   for (int c = 0; c < channels; ++c) {
     const T f = p[kHeader + c];
-    T* bh = behind + c * plane + s;
-    const V go = load<V>(g_pix + c * plane + s);
+    T* bh = behind + c * plane;
+    const V go = load<V>(g_pix + c * plane);
     const V bh_v = load<V>(bh);
     g_alpha += go * (f * t_before - bh_v * inv);
     g[6 + c] += use ? go * weight : splat<V>(T(0));  // a NaN gradient elsewhere stays there
@@ -351,12 +466,12 @@ inline void backward_window(const T* p, int C, int x0, T dy, int s, int lo, int 
   }
   const V ga = grad_on ? g_alpha : splat<V>(T(0));
   hc_gauss::alpha_backward_add(p[2], p[3], p[4], p[5], dx, dy, gauss, ga, g, g + 2, g + 5);
-  store(tr + s, use ? t_before : tr_v);
+  store(tr, use ? t_before : tr_v);
 }
 
 template <typename T, int CT>
 void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
-                    const int64_t* g_offsets, const int64_t* slot, int64_t n,
+                    const int64_t* g_offsets, const int64_t* entry_pos, int64_t n,
                     const T* means2d, const T* conics, const T* opacities, const T* feats,
                     const T* extents, int channels, int width, int height, int tile,
                     int n_threads, const T* final_t, const int32_t* last, const T* g_out,
@@ -367,11 +482,13 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
   Packed<T> pk;
   pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   // Gradient record: 2 mean, 3 conic, 1 opacity, C features, one per tile-list entry (a
-  // Gaussian's share of one tile), written by the worker that ran the tile into the entry's
-  // Gaussian-major slot; afterwards each Gaussian sums its consecutive slots in tile order. No
-  // atomics, and the sums do not depend on which worker ran which tile: gradients are
-  // bit-reproducible for any thread count and any timing. The buffer is kept between calls
-  // (per calling thread) so that its pages are not faulted in again every pass.
+  // Gaussian's share of one tile), written by the worker that ran the tile at the entry's
+  // place in the tile lists, with a flag saying whether it was written (entries behind every
+  // pixel's last Gaussian, or reaching no live pixel, are not: they are zero). Afterwards each
+  // Gaussian sums its written entries in tile order (entry_pos lists them Gaussian by
+  // Gaussian). No atomics, and the sums do not depend on which worker ran which tile:
+  // gradients are bit-reproducible for any thread count and any timing. The buffer is kept
+  // between calls (per calling thread) so that its pages are not faulted in again every pass.
   const int gstride = 6 + C;
   const int64_t n_entries = offsets[n_tiles];
   thread_local std::vector<T> entry_store;
@@ -379,8 +496,11 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
   if (entry_store.capacity() > 4 * size_t(n_entries * gstride) + (size_t(1) << 20))
     std::vector<T>(n_entries * gstride).swap(entry_store);  // shrink after a much larger call
   T* const entry_grads = entry_store.data();
+  std::unique_ptr<uint8_t[]> written(new uint8_t[std::max<int64_t>(1, n_entries)]);
   const int tiles_x = (width + tile - 1) / tile;
-  const int rs = row_stride_for(tile);
+  const WindowGrid grid(tile);
+  const bool small = small_grid(grid, tile);
+  const int rs = grid.rs;
   const int64_t area = int64_t(rs) * tile;
   std::atomic<int64_t> next_tile{0};
   hc_par::run_workers(n_threads, [&](int) {
@@ -388,8 +508,12 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
     std::vector<T> trans(area), behind(area * C), g_pix(area * C), g_t(area);
     using V = typename hc_simd::Vec<T>::type;
     V local[6 + kMaxChannels];
-    std::vector<int32_t> last_l(area), row_end(tile);
+    std::vector<int32_t> last_l(area);
     std::vector<int32_t> j_lo(tile + kLanes), j_hi(tile + kLanes);
+    std::vector<uint64_t> live(grid.words), cand(grid.words);
+    // Windows by the end of their longest pixel list, longest first: they become live as the
+    // backward walk (k decreasing) reaches their lists.
+    std::vector<std::pair<int32_t, int32_t>> wake;
     for (int64_t t; (t = next_tile.fetch_add(1, std::memory_order_relaxed)) < n_tiles;) {
       const int64_t begin = offsets[t], count = offsets[t + 1] - begin;
       if (count == 0) continue;
@@ -397,8 +521,8 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
       const int x1 = std::min(width, x0 + tile), y1 = std::min(height, y0 + tile);
       const int row_width = x1 - x0;
       int32_t k_end = 0;
-      // Per tile row, the end of the longest pixel list: rows ending before k are skipped.
-      std::fill(row_end.begin(), row_end.end(), 0);
+      std::fill(last_l.begin(), last_l.end(), 0);  // pixels outside the image: no list
+      wake.clear();
       for (int py = y0; py < y1; ++py) {
         for (int j = 0; j < row_width; ++j) {
           const int64_t pix = int64_t(py) * width + x0 + j;
@@ -409,54 +533,61 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
           g_t[l] = g_alpha_out[pix] * final_t[pix];
           for (int c = 0; c < C; ++c) g_pix[c * area + l] = g_out[pix * C + c];
           k_end = std::max(k_end, last[pix]);
-          row_end[py - y0] = std::max(row_end[py - y0], last[pix]);
+        }
+        for (int xs = 0; xs < row_width; xs += kLanes) {
+          const int32_t* lw = &last_l[int64_t(py - y0) * rs + xs];
+          const int32_t end = *std::max_element(lw, lw + kLanes);
+          if (end > 0) wake.emplace_back(end, ((py - y0) << grid.shift) + xs / kLanes);
         }
       }
-      // Entries the backward never reaches (behind every pixel's last Gaussian) get zeros.
-      for (int64_t k = k_end; k < count; ++k)
-        std::fill_n(&entry_grads[slot[begin + k] * gstride], gstride, T(0));
+      std::sort(wake.begin(), wake.end(), [](const std::pair<int32_t, int32_t>& a,
+                                             const std::pair<int32_t, int32_t>& b) {
+        return a.first > b.first;
+      });
+      // Entries the backward never reaches (behind every pixel's last Gaussian) stay zero.
+      std::memset(&written[begin + k_end], 0, size_t(count - k_end));
       if (k_end == 0) continue;
       std::fill(behind.begin(), behind.end(), T(0));
+      std::fill(live.begin(), live.end(), 0);
+      size_t woken = 0;
       // Back to front: each pixel sees exactly the Gaussians it composited, in reverse.
       const int32_t* tile_ids = &ids[begin];
       for (int64_t k = int64_t(k_end) - 1; k >= 0; --k) {
         if (k >= kPrefetch) prefetch_record(&pk.rec[int64_t(tile_ids[k - kPrefetch]) * stride], stride);
+        for (; woken < wake.size() && wake[woken].first > k; ++woken)
+          live[wake[woken].second >> 6] |= uint64_t(1) << (wake[woken].second & 63);
         const int64_t g = tile_ids[k];
         const T* p = &pk.rec[g * stride];
-        T* gk = &entry_grads[slot[begin + k] * gstride];
-        int r0, r1;
-        if (!row_range(p, y0, y1, r0, r1)) {
-          std::fill(gk, gk + gstride, T(0));
-          continue;
-        }
+        const bool any = gaussian_windows(p, &pk.span[g * kSpan], grid, small, x0, y0, y1 - y0,
+                                          row_width, j_lo.data(), j_hi.data(), live.data(),
+                                          cand.data());
+        written[begin + k] = any;
+        if (!any) continue;
         std::fill(local, local + gstride, V{});
-        bool touched = false;
         const int32_t k32 = int32_t(k);  // 32-bit compare keeps the loop vectorisable
-        row_intervals(p, &pk.span[g * kSpan], x0, y0, r0, r1, row_width, j_lo.data(),
-                      j_hi.data());
-        for (int py = r0; py <= r1; ++py) {
-          const int j0 = j_lo[py - y0], j1 = j_hi[py - y0];
-          if (j0 > j1 || int64_t(row_end[py - y0]) <= k) continue;
-          touched = true;
-          const T dy = T(py) - p[1];
-          const int64_t lrow = int64_t(py - y0) * rs;
-          for (int lo = j0; lo <= j1; lo += kLanes)
-            backward_window<T, CT>(p, C, x0, dy, std::min(lo, rs - kLanes), lo, j1, k32,
-                                   &trans[lrow], &last_l[lrow], &g_t[lrow], &behind[lrow],
-                                   &g_pix[lrow], area, local);
+        for (int wd = 0; wd < grid.words; ++wd) {
+          for (uint64_t m = cand[wd]; m; m &= m - 1) {
+            const int w = wd * 64 + __builtin_ctzll(m);
+            const int r = w >> grid.shift, xs = (w & ((1 << grid.shift) - 1)) * kLanes;
+            const int64_t l = int64_t(r) * rs + xs;
+            backward_window<T, CT>(p, C, x0 + xs, T(y0 + r) - p[1], k32, &trans[l], &last_l[l],
+                                   &g_t[l], &behind[l], &g_pix[l], area, local);
+          }
         }
-        for (int i = 0; i < gstride; ++i) gk[i] = touched ? hc_simd::hsum(local[i]) : T(0);
+        hc_simd::hsum_many(local, gstride, &entry_grads[(begin + k) * gstride]);
       }
     }
   });
-  // Each Gaussian's slots, summed in tile order.
+  // Each Gaussian's written entries, summed in tile order.
   hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t g0, int64_t g1) {
     T sum[6 + kMaxChannels];
     for (int64_t g = g0; g < g1; ++g) {
       std::fill(sum, sum + gstride, T(0));
       for (int64_t j = g_offsets[g]; j < g_offsets[g + 1]; ++j) {
-        const T* e = &entry_grads[j * gstride];
-        for (int i = 0; i < gstride; ++i) sum[i] += e[i];
+        const int64_t e = entry_pos[j];
+        if (!written[e]) continue;
+        const T* v = &entry_grads[e * gstride];
+        for (int i = 0; i < gstride; ++i) sum[i] += v[i];
       }
       g_means2d[2 * g] = sum[0];
       g_means2d[2 * g + 1] = sum[1];
@@ -514,13 +645,13 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
                          out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
                          last.data_ptr<int32_t>());
     // The backward pass reuses the tile lists instead of binning again. offsets carries the
-    // tile offsets (tiles + 1), then Bins::g_offsets (N + 1) and Bins::slot (entries).
+    // tile offsets (tiles + 1), then Bins::g_offsets (N + 1) and Bins::pos (entries).
     const int64_t n_off = int64_t(bins.offsets.size()), n_g = int64_t(bins.g_offsets.size());
-    offsets = torch::empty({n_off + n_g + int64_t(bins.slot.size())}, torch::kInt64);
+    offsets = torch::empty({n_off + n_g + int64_t(bins.pos.size())}, torch::kInt64);
     int64_t* o = offsets.data_ptr<int64_t>();
     std::copy(bins.offsets.begin(), bins.offsets.end(), o);
     std::copy(bins.g_offsets.begin(), bins.g_offsets.end(), o + n_off);
-    std::copy(bins.slot.begin(), bins.slot.end(), o + n_off + n_g);
+    std::copy(bins.pos.begin(), bins.pos.end(), o + n_off + n_g);
     ids = torch::from_blob(bins.ids.data(), {int64_t(bins.ids.size())}, torch::kInt32).clone();
   });
   return {out, final_t, last, offsets, ids};

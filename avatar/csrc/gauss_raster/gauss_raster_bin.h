@@ -1,8 +1,8 @@
 // Tile binning for the CPU Gaussian rasterizer (gauss_raster.cpp): exact footprints to 16 px
 // tiles, one stable radix sort by depth, tile lists filled in parallel. Each tile's list comes
 // out in (depth, id) order, as reference.py sorts (torch.argsort(depths, stable=True)). The fill
-// also numbers the entries Gaussian by Gaussian (Bins::slot), so that the
-// backward pass can sum each Gaussian's per-tile gradients in a fixed order.
+// also lists every Gaussian's entries (Bins::pos), so that the backward pass can sum each
+// Gaussian's per-tile gradients in a fixed order.
 #pragma once
 
 #include "hc_parallel.h"
@@ -18,10 +18,10 @@ namespace hc_gauss_bin {
 struct Bins {
   std::vector<int64_t> offsets;  // (tiles + 1)
   std::vector<int32_t> ids;      // Gaussian ids per tile, front to back
-  // Gaussian-major numbering of the same entries: Gaussian g's entries (its tiles in row-major
-  // order) are g_offsets[g] .. g_offsets[g + 1] - 1, and entry e of `ids` is number slot[e].
+  // Gaussian-major listing of the same entries: Gaussian g's entries (its tiles in row-major
+  // order) are numbered g_offsets[g] .. g_offsets[g + 1] - 1, and number j sits at ids[pos[j]].
   std::vector<int64_t> g_offsets;  // (N + 1)
-  std::vector<int64_t> slot;       // (entries)
+  std::vector<int64_t> pos;        // (entries)
 };
 
 // Order-preserving unsigned keys of finite floats / doubles (-0 folded onto +0, which
@@ -46,6 +46,8 @@ std::vector<int32_t> depth_order(const T* depths, const std::vector<int32_t>& re
   using Key = decltype(depth_key(T(0)));
   std::vector<Key> keys, keys_tmp;
   std::vector<int32_t> ids, ids_tmp;
+  keys.reserve(n);
+  ids.reserve(n);
   for (int64_t i = 0; i < n; ++i)
     if (rect[4 * i] >= 0) {
       keys.push_back(depth_key(depths[i]));
@@ -95,6 +97,26 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   }
   });
   const std::vector<int32_t> order = depth_order(depths, rect, n);
+  const int64_t m = int64_t(order.size());
+  Bins bins;
+  bins.g_offsets.assign(n + 1, 0);
+  for (int64_t g = 0; g < n; ++g) {
+    const int32_t* r = &rect[4 * g];
+    const int64_t here = r[0] < 0 ? 0 : int64_t(r[1] - r[0] + 1) * (r[3] - r[2] + 1);
+    bins.g_offsets[g + 1] = bins.g_offsets[g] + here;
+  }
+  // Rectangles and first entry numbers gathered into depth order once, so that the count and
+  // fill passes below read them sequentially (reading rect[order[e]] there cost most of the
+  // binning time in cache misses).
+  std::vector<int32_t> srect(4 * m);
+  std::vector<int64_t> sfirst(m);
+  hc_par::parallel_for(m, n_threads, 8192, [&](int, int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      const int64_t g = order[e];
+      std::memcpy(&srect[4 * e], &rect[4 * g], 4 * sizeof(int32_t));
+      sfirst[e] = bins.g_offsets[g];
+    }
+  });
 
   // Count and fill in parallel over contiguous chunks of `order`; each chunk writes its own
   // slice of every tile list, so the lists come out exactly as a sequential pass makes them
@@ -102,19 +124,17 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   // leaves its second chunk to the others.
   const int64_t n_tiles = int64_t(tiles_x) * tiles_y;
   const int chunks = std::max(1, 2 * n_threads);
-  const int64_t m = int64_t(order.size());
   std::vector<int64_t> counts(chunks * n_tiles, 0);
   hc_par::parallel_for(chunks, n_threads, 1, [&](int, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int64_t* cnt = &counts[c * n_tiles];
       for (int64_t e = m * c / chunks; e < m * (c + 1) / chunks; ++e) {
-        const int32_t* r = &rect[4 * int64_t(order[e])];
+        const int32_t* r = &srect[4 * e];
         for (int ty = r[2]; ty <= r[3]; ++ty)
           for (int tx = r[0]; tx <= r[1]; ++tx) ++cnt[int64_t(ty) * tiles_x + tx];
       }
     }
   });
-  Bins bins;
   bins.offsets.assign(n_tiles + 1, 0);
   int64_t running = 0;
   for (int64_t t = 0; t < n_tiles; ++t) {
@@ -127,25 +147,19 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   }
   bins.offsets[n_tiles] = running;
   bins.ids.resize(running);
-  bins.g_offsets.assign(n + 1, 0);
-  for (int64_t g = 0; g < n; ++g) {
-    const int32_t* r = &rect[4 * g];
-    const int64_t here = r[0] < 0 ? 0 : int64_t(r[1] - r[0] + 1) * (r[3] - r[2] + 1);
-    bins.g_offsets[g + 1] = bins.g_offsets[g] + here;
-  }
-  bins.slot.resize(running);
+  bins.pos.resize(running);
   hc_par::parallel_for(chunks, n_threads, 1, [&](int, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int64_t* cursor = &counts[c * n_tiles];
       for (int64_t e = m * c / chunks; e < m * (c + 1) / chunks; ++e) {
         const int32_t g = order[e];
-        const int32_t* r = &rect[4 * int64_t(g)];
-        int64_t mine = bins.g_offsets[g];
+        const int32_t* r = &srect[4 * e];
+        int64_t mine = sfirst[e];
         for (int ty = r[2]; ty <= r[3]; ++ty)
           for (int tx = r[0]; tx <= r[1]; ++tx) {
-            const int64_t pos = cursor[int64_t(ty) * tiles_x + tx]++;
-            bins.ids[pos] = g;
-            bins.slot[pos] = mine++;
+            const int64_t at = cursor[int64_t(ty) * tiles_x + tx]++;
+            bins.ids[at] = g;
+            bins.pos[mine++] = at;
           }
       }
     }
