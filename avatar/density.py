@@ -112,7 +112,6 @@ class DensityControl:
             drop = self._keep_last_per_face(drop, face_index, opacity, split)
             keep = (~drop).nonzero()[:, 0]
             out = {}
-            appended = 0
             for k, v in params.items():
                 parts = [v[keep]] + new[k]
                 out[k] = torch.cat(parts, 0).contiguous()
@@ -132,19 +131,11 @@ class DensityControl:
         orphan = survivors[face_index] == 0  # every Gaussian of this triangle is dropped
         if orphan.any():
             idx = orphan.nonzero()[:, 0]
-            # most opaque per face: sort by opacity then keep the first per face
+            # the most opaque of each such triangle: order by opacity, keep each face's first entry
             order = idx[torch.argsort(opacity[idx], descending=True, stable=True)]
-            f = face_index[order]
-            first = torch.ones_like(f, dtype=torch.bool)
-            seen = torch.zeros(faces_total, dtype=torch.bool)
-            # sequential-free "first occurrence" via unique on a stable order
-            _, inverse = torch.unique(f, return_inverse=True)
-            pos = torch.arange(f.shape[0])
-            first_pos = torch.full((int(inverse.max()) + 1,), f.shape[0], dtype=torch.long)
-            first_pos.scatter_reduce_(0, inverse, pos, reduce="amin")
-            first = torch.zeros_like(first)
-            first[first_pos] = True
-            del seen
+            _, inverse = torch.unique(face_index[order], return_inverse=True)
+            first = torch.full((int(inverse.max()) + 1,), order.shape[0], dtype=torch.long)
+            first.scatter_reduce_(0, inverse, torch.arange(order.shape[0]), reduce="amin")
             drop = drop.clone()
             drop[order[first]] = False
         return drop

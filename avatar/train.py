@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -247,7 +247,6 @@ class _Tracking:
         from headcap.reconstruct.lbs import axis_angle_to_matrix
 
         p = self.setup.params
-        delta = torch.eye(4).clone()
         delta = torch.cat([torch.cat([axis_angle_to_matrix(self.pose[t:t + 1, :3])[0], self.pose[t, 3:, None]], 1),
                            torch.tensor([[0.0, 0, 0, 1]])], 0)
         wfh = torch.from_numpy(p.world_from_head[t]).float() @ delta
@@ -389,7 +388,3 @@ def train_avatar(setup: TrainSetup, work_dir: Path | None, config: TrainConfig,
     if tracking is not None:
         track = {"expression": tracking.expression.detach(), "pose": tracking.pose.detach()}
     return TrainResult(avatar, history, total, time.perf_counter() - tic, start, track)
-
-
-def config_record(config: TrainConfig) -> dict:
-    return asdict(config)

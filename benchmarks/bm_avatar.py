@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch

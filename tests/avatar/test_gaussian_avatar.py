@@ -191,3 +191,24 @@ def test_tracking_refinement_moves_only_training_frames(session):
     assert torch.isfinite(pose).all() and torch.isfinite(expr).all()
     assert pose[:2].abs().max() > 1e-5 and expr[:2].abs().max() > 1e-5  # training frames corrected
     assert pose[2].abs().max() == 0 and expr[2].abs().max() == 0  # the held-out frame untouched
+
+
+def test_density_control_per_binding():
+    from headcap.avatar.density import DensityControl
+
+    # face 0: three nearly transparent Gaussians; face 1: one opaque small, one opaque large
+    logits = torch.tensor([-9.0, -8.0, -10.0, 3.0, 3.0])
+    params = {"local_means": torch.zeros(5, 3), "local_quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(5, 1),
+              "local_log_scales": torch.log(torch.tensor([[0.3] * 3] * 4 + [[2.0, 2.0, 0.2]])),
+              "opacity_logits": logits, "sh": torch.zeros(5, 4, 3)}
+    faces = torch.tensor([0, 0, 0, 1, 1])
+    control = DensityControl(DensityConfig(grad_threshold=1e-3, split_size=1.0), 5)
+    control.observe(torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0]), torch.ones(5, dtype=torch.bool))
+    new, new_faces, keep, appended = control.step(300, params, faces, torch.Generator().manual_seed(0))
+    # face 0 keeps only its most opaque Gaussian; the small one of face 1 is cloned, the large
+    # one split into two children with scales / 1.6, all on face 1
+    assert keep.tolist() == [1, 3] and appended == 3
+    assert new_faces.tolist() == [0, 1, 1, 1, 1]
+    assert torch.allclose(new["local_log_scales"][3:].exp(), torch.tensor([2.0, 2.0, 0.2]) / 1.6)
+    assert not torch.equal(new["local_means"][3], new["local_means"][4])
+    assert control.grad_sum.shape == (5,) and control.grad_sum.abs().sum() == 0
