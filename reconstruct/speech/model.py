@@ -43,8 +43,9 @@ class SpeechTCN(nn.Module):
         self.out = nn.Conv1d(channels, outputs, 1)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel [B, n_mels, F] -> curves [B, outputs, F] in [0, 1]."""
-        return torch.sigmoid(self.out(self.blocks(self.inp(mel))))
+        """mel [B, n_mels, F] -> curves [B, outputs, F] (linear: a sigmoid saturates on the channels that
+        are zero most of the time, and they never learn; predict_curves clamps to [0, 1])."""
+        return self.out(self.blocks(self.inp(mel)))
 
 
 def save_model(model: SpeechTCN, path: str | Path, info: dict | None = None) -> None:
@@ -85,7 +86,7 @@ def load_model(path: str | Path | None = None) -> SpeechTCN:
 def predict_curves(model: SpeechTCN, audio: np.ndarray, sample_rate: int, fps: float, num_frames: int) -> np.ndarray:
     """Expression [num_frames, 52] (ARKIT_NAMES; undriven channels 0) at `fps` from audio."""
     mel = log_mel(audio, sample_rate)[None]
-    pred = model(mel)[0].double().numpy()  # [C, F] at 100 fps
+    pred = model(mel)[0].clamp(0.0, 1.0).double().numpy()  # [C, F] at 100 fps
     src_t = np.arange(pred.shape[1]) / FEATURE_RATE
     t = np.arange(num_frames) / fps
     out = np.zeros((num_frames, len(ARKIT_NAMES)))

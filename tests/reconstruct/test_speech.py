@@ -131,7 +131,7 @@ def test_lip_vertex_error_rules_and_learned():
     ids = lip_vertex_ids(model)
     assert 100 < len(ids) < 2000
     net = load_model()
-    assert DEFAULT_WEIGHTS.stat().st_size < 5e6 and net.info["held_out_curve_l1"] < 0.04
+    assert DEFAULT_WEIGHTS.stat().st_size < 5e6 and net.info["held_out_curve_l1"] < 0.05
     rules, rules_no_text, learned, still = [], [], [], []
     for _, speech, aligned, recognised in _held_out():
         n = frame_count(speech.duration, FPS)
