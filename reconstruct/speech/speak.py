@@ -14,6 +14,7 @@ phones.json (the phones and their times; rules route), speech.glb (the head with
 """
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,11 +117,10 @@ def speak(avatar: str, audio_path: str | Path, out: str | Path, text: str | None
           fps: int = 30, size: int = 256, seed: int = 0, video: bool = True, weights: str | Path | None = None,
           log=print) -> SpeakResult:
     """Everything `headcap speak` writes (module docstring)."""
-    from headcap.core.fileio import write_json
+    from headcap.core.fileio import atomic_write_bytes, write_json
     from headcap.reconstruct.speech.audio import read_audio, write_wav
     from headcap.reconstruct.speech.render import load_puppet, render_frames
     from headcap.reconstruct.speech.video import write_mp4
-    from headcap.studio.writer import write_npz
 
     if not 1 <= fps <= 120:
         raise ValueError(f"--fps {fps}: expected 1..120")
@@ -137,10 +137,11 @@ def speak(avatar: str, audio_path: str | Path, out: str | Path, text: str | None
     seconds["animate"] = time.perf_counter() - t1
     expression, matched = retarget(anim, puppet.expression_names)
     files = {"expression": out / "expression.npz"}
-    write_npz(files["expression"], expression=expression.astype(np.float32),
-              expression_names=np.array(puppet.expression_names), fps=np.float64(fps),
-              head_rotation=anim.head_rotation.astype(np.float32), arkit_expression=anim.expression.astype(np.float32),
-              arkit_names=np.array(anim.expression_names))
+    buf = io.BytesIO()  # plain arrays only (no pickle), written atomically
+    np.savez(buf, expression=expression.astype(np.float32), expression_names=np.array(puppet.expression_names),
+             fps=np.float64(fps), head_rotation=anim.head_rotation.astype(np.float32),
+             arkit_expression=anim.expression.astype(np.float32), arkit_names=np.array(anim.expression_names))
+    atomic_write_bytes(files["expression"], buf.getvalue())
     if phones:
         files["phones"] = out / "phones.json"
         write_json(files["phones"], {"alphabet": "arpabet", "source": "forced alignment" if text else "phone recognition",
