@@ -44,6 +44,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--session", type=Path, default=None, help="reuse a rendered session folder")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--previews", type=Path, default=None, help="write depth/normal/error PNGs into this folder")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = Path(os.environ.get("HEADCAP_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -90,6 +91,17 @@ def main(argv=None) -> dict:
         "completeness_2mm": float(np.mean(back < 0.002)) if back is not None else 0.0,
         "hull_contains_truth": float(geo.hull.contains(verts).mean()) if geo.hull is not None else None,
     }
+    if args.previews:
+        import cv2
+
+        from headcap.pipeline.stages.reconstruct import error_heatmap, map_previews
+
+        args.previews.mkdir(parents=True, exist_ok=True)
+        depth_img, normal_img = map_previews(geo.maps)
+        cv2.imwrite(str(args.previews / "000000_depth.png"), depth_img[..., ::-1])
+        cv2.imwrite(str(args.previews / "000000_normal.png"), normal_img[..., ::-1])
+        heat = error_heatmap(views, geo.surface_vertices, geo.surface_faces, d_srf)
+        cv2.imwrite(str(args.previews / "000000_error.png"), heat[..., ::-1])
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

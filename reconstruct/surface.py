@@ -30,8 +30,9 @@ class SurfaceConfig:
     """TSDF voxel size (metres)."""
     truncation: float = 0.004
     """TSDF truncation distance (metres)."""
-    min_weight: float = 0.5
-    """Summed confidence a voxel needs to take part in the surface."""
+    min_weight: float = 1.0
+    """Summed weight (confidence x cos(normal, ray) over the views) a voxel needs to take part in
+    the surface: higher is more accurate and less complete (docs/reconstruct.md)."""
     min_component: float = 0.02
     """Connected pieces with fewer than this fraction of the largest piece's faces are dropped."""
 

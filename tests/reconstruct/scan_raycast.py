@@ -103,7 +103,11 @@ def shade(vertices, faces, uvs, face_uvs, texture: np.ndarray, tri, bary, backgr
     th, tw = texture.shape[:2]
     mx = (uv[:, 0] * tw - 0.5).astype(np.float32)
     my = ((1 - uv[:, 1]) * th - 0.5).astype(np.float32)
-    col = cv2.remap(texture, mx[:, None], my[:, None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 0]
+    n = len(mx)
+    rows = -(-n // 1024)  # cv2.remap takes maps under 32767 rows: sample in 1024-wide blocks
+    pad = rows * 1024 - n
+    mx, my = np.pad(mx, (0, pad)).reshape(rows, 1024), np.pad(my, (0, pad)).reshape(rows, 1024)
+    col = cv2.remap(texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:n]
     fn = np.cross(vertices[faces[f, 1]] - vertices[faces[f, 0]], vertices[faces[f, 2]] - vertices[faces[f, 0]])
     fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
     light = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])

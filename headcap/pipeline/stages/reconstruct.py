@@ -46,6 +46,8 @@ class ReconstructStageConfig:
     """Visual hull voxel size (metres)."""
     tsdf_voxel: float = 0.001
     """TSDF voxel size (metres)."""
+    tsdf_min_weight: float = 1.0
+    """Summed view weight a TSDF voxel needs to be meshed (higher: more accurate, less complete)."""
     min_coverage: float = 0.05
     """Fraction of masked pixels with a consistent depth under which a frame falls back to the visual hull."""
     save_depth: bool = False
@@ -83,7 +85,7 @@ def geometry_config(config: ReconstructStageConfig):
     return GeometryConfig(
         mvs=MVSConfig(neighbours=config.neighbours, window=config.window, depth_samples=config.depth_samples,
                       min_score=config.min_score),
-        hull=HullConfig(voxel=config.hull_voxel), surface=SurfaceConfig(voxel=config.tsdf_voxel),
+        hull=HullConfig(voxel=config.hull_voxel), surface=SurfaceConfig(voxel=config.tsdf_voxel, min_weight=config.tsdf_min_weight),
         min_coverage=config.min_coverage)
 
 
