@@ -8,8 +8,10 @@
 `--against COMMIT` builds the CPU kernel's sources as they were at COMMIT (avatar/csrc/
 gauss_raster/ and core/csrc/hc_parallel.h, read with `git show`) as a second extension under
 its own name, loads both into one process and times forward + backward of 100k Gaussians at
-512 px (projection + compositing, SH 3, fp32) with old and new interleaved: per round and thread
-count (1, 2) both run `--repeats` times back to back, the order alternating between rounds.
+512 px (SH 3, fp32) with old and new interleaved, twice: the whole chain as rasterize_gaussians
+runs it (projection + compositing through autograd) and the compositing kernel alone
+(rasterize_forward + rasterize_backward on the same projected inputs). Per round, part and
+thread count (1, 2) both run `--repeats` times back to back, the order alternating by round.
 It prints per-round medians, the median of the rounds' paired old/new ratios (wall clock and
 process CPU time) and the load average before and after each round, and checks that both
 kernels return the same image (max difference) and gradients (relative difference).
@@ -187,36 +189,61 @@ def against(commit: str, rounds: int, repeats: int, n: int = 100_000, res: int =
             return out.detach(), alpha.detach(), [t.grad for t in leaves]
         return t1 - t0, c1 - c0
 
+    # The compositing kernel alone (rasterize_forward + rasterize_backward, what the tile loops
+    # and binning cost), on the same projected inputs for both builds.
+    with torch.no_grad():
+        proj = new.project_forward(*[p.contiguous() for p in params[:4]], params[4].contiguous(), K,
+                                   cfw, res, res, 0.01, 1e10, 0.3, 1)
+    m2, con, fts, ext = proj[0], proj[1], proj[2], proj[3]
+    opac = params[3].contiguous()
+    depths = fts[:, 3].contiguous()
+    gen = torch.Generator().manual_seed(3)
+    g_img = torch.rand(res, res, fts.shape[1], generator=gen)
+    g_alpha = torch.rand(res, res, generator=gen)
+
+    def raster(variant: str, threads: int):
+        k = kernels[variant]
+        t0, c0 = time.perf_counter(), time.process_time()
+        out, final_t, last, off, ids = k.rasterize_forward(m2, con, opac, fts, depths, ext, res,
+                                                           res, 16, threads)
+        k.rasterize_backward(m2, con, opac, fts, ext, off, ids, final_t, last, g_img, g_alpha, res,
+                             res, 16, threads)
+        return time.perf_counter() - t0, time.process_time() - c0
+
     a, b = step("old", 1, want=True), step("new", 1, want=True)
     img = max((a[0] - b[0]).abs().max().item(), (a[1] - b[1]).abs().max().item())
     grad = max(((x - y).norm() / x.norm()).item() for x, y in zip(a[2], b[2]))
     print(f"old ({commit}) vs new: image max diff {img:.2e}, gradients max relative diff {grad:.2e}")
     for variant in kernels:  # warm-up: page faults of the first call, thread start
         step(variant, 2)
-    rows = {(v, t): [] for v in kernels for t in (1, 2)}
+    parts = {"chain": step, "raster": raster}
+    rows = {(p, v, t): [] for p in parts for v in kernels for t in (1, 2)}
     loads = []
     for r in range(rounds):
         load0 = os.getloadavg()[0]
-        for threads in (1, 2):
-            for variant in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                runs = [step(variant, threads) for _ in range(repeats)]
-                rows[variant, threads].append((statistics.median(w for w, _ in runs),
-                                               statistics.median(c for _, c in runs)))
+        for part, fn in parts.items():
+            for threads in (1, 2):
+                for variant in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                    runs = [fn(variant, threads) for _ in range(repeats)]
+                    rows[part, variant, threads].append((statistics.median(w for w, _ in runs),
+                                                         statistics.median(c for _, c in runs)))
         loads.append((load0, os.getloadavg()[0]))
         print(f"round {r + 1}: load {load0:.2f} -> {loads[-1][1]:.2f}; " + ", ".join(
-            f"{v} {t}t {rows[v, t][-1][0] * 1e3:.0f} ms" for t in (1, 2) for v in kernels), flush=True)
+            f"{p} {v} {t}t {rows[p, v, t][-1][0] * 1e3:.0f} ms" for p in parts for t in (1, 2)
+            for v in kernels), flush=True)
     result = {"commit": commit, "n": n, "res": res, "rounds": rounds, "repeats": repeats,
               "image_max_diff": img, "grad_max_rel_diff": grad, "loads": loads}
-    for threads in (1, 2):
-        o, w = rows["old", threads], rows["new", threads]
+    for part, threads in [(p, t) for p in parts for t in (1, 2)]:
+        o, w = rows[part, "old", threads], rows[part, "new", threads]
         wall = sorted(x[0] / y[0] for x, y in zip(o, w))
         cpu = sorted(x[1] / y[1] for x, y in zip(o, w))
         med = lambda v: v[len(v) // 2]  # noqa: E731
-        result[f"{threads}t"] = {"old_ms": [x[0] * 1e3 for x in o], "new_ms": [y[0] * 1e3 for y in w],
+        result[f"{part}_{threads}t"] = {"old_ms": [x[0] * 1e3 for x in o], "new_ms": [y[0] * 1e3 for y in w],
                                  "old_cpu_ms": [x[1] * 1e3 for x in o],
                                  "new_cpu_ms": [y[1] * 1e3 for y in w],
                                  "speedup_wall": med(wall), "speedup_cpu": med(cpu)}
-        print(f"{threads} thread(s), fwd+bwd {n // 1000}k @ {res}: old median "
+        what = "projection + compositing" if part == "chain" else "compositing only"
+        print(f"{what}, {threads} thread(s), fwd+bwd {n // 1000}k @ {res}: old median "
               f"{statistics.median(x[0] for x in o) * 1e3:.0f} ms (cpu {statistics.median(x[1] for x in o) * 1e3:.0f}), "
               f"new {statistics.median(y[0] for y in w) * 1e3:.0f} ms (cpu {statistics.median(y[1] for y in w) * 1e3:.0f}); "
               f"old/new per round {', '.join(f'{x:.2f}' for x in wall)} -> median {med(wall):.2f}x wall, "

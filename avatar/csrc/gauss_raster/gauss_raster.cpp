@@ -9,7 +9,9 @@
 #include <atomic>
 #include <memory>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -73,19 +75,32 @@ inline void pack_span_record(const double* s, T* p) {
   p[10] = T(s[5] * (1.0 + 1e-5) + 1e-3);
 }
 
+// Floats (doubles) from one record to the next: the record rounded up to whole cache lines.
+template <typename T>
+inline int rec_stride(int channels) {
+  constexpr int line = int(64 / sizeof(T));
+  return (kHeader + channels + line - 1) / line * line;
+}
+
 // Records and spans of every binned Gaussian, computed once per pass; tiles read them in place
 // through their id lists (the double spans only for Gaussians too large for float intervals).
 template <typename T>
 struct Packed {
-  std::vector<T> rec;        // (N, kHeader + C)
+  // (N, rec_stride(C)), 64-byte aligned: with C = 4 floats (16 with the padding) every record
+  // is one cache line, fetched by one miss instead of two for a record across a line boundary.
+  std::unique_ptr<T[], void (*)(void*)> rec_store{nullptr, std::free};
+  T* rec = nullptr;
   std::vector<double> span;  // (N, kSpan)
 };
 
 template <typename T>
 void pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities, const T* feats,
               const T* extents, int channels, int n_threads, Packed<T>& pk) {
-  const int stride = kHeader + channels;
-  pk.rec.assign(n * stride, T(0));
+  const int stride = rec_stride<T>(channels);
+  const size_t bytes = (size_t(std::max<int64_t>(1, n)) * stride * sizeof(T) + 63) / 64 * 64;
+  pk.rec_store.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+  if (!pk.rec_store) throw std::bad_alloc();
+  pk.rec = pk.rec_store.get();
   pk.span.assign(n * kSpan, 0.0);
   hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
@@ -177,13 +192,6 @@ inline void row_intervals(const T* p, const double* s, int x0, int y0, int r0, i
 // Gaussian in the backward), and only the set bits are visited: no per-row control, no
 // per-span branches, one loop over set bits per Gaussian and tile.
 using hc_simd::kLanes;
-
-#ifdef HC_GR_STATS
-std::atomic<int64_t> st_entries{0}, st_windows{0}, st_lanes{0}, st_rows{0};
-#define HC_STAT(x, v) x += (v)
-#else
-#define HC_STAT(x, v)
-#endif
 
 inline int row_stride_for(int tile) {
   return std::max(kLanes, (tile + kLanes - 1) / kLanes * kLanes);
@@ -333,8 +341,6 @@ inline bool forward_window(const T* p, int C, int xs, T dy, int32_t used_mark, T
   const i8 counts = window_alpha(p, xs, dy, dx, gauss, raw, alpha);
   const i8 dn_v = load<i8>(dn);
   const i8 valid_i = counts & ~dn_v;
-  HC_STAT(st_lanes, count_set(valid_i));
-  HC_STAT(st_windows, 1);
   const M valid = from_int_mask<M>(valid_i);
   const V tr_v = load<V>(tr);
   const V next = tr_v * (T(1) - alpha);
@@ -361,7 +367,7 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
                    const T* opacities, const T* feats, const T* extents, int channels, int width,
                    int height, int tile, int n_threads, T* out, T* final_t, int32_t* last) {
   const int C = CT > 0 ? CT : channels;
-  const int stride = kHeader + C;
+  const int stride = rec_stride<T>(C);
   Packed<T> pk;
   pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   const int tiles_x = (width + tile - 1) / tile;
@@ -399,7 +405,6 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
         if (k + kPrefetch < count) prefetch_record(&pk.rec[int64_t(tile_ids[k + kPrefetch]) * stride], stride);
         const int64_t g = tile_ids[k];
         const T* p = &pk.rec[g * stride];
-        HC_STAT(st_entries, 1);
         if (!gaussian_windows(p, &pk.span[g * kSpan], grid, small, x0, y0, y1 - y0, row_width,
                               j_lo.data(), j_hi.data(), live.data(), cand.data()))
           continue;
@@ -429,10 +434,6 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
       }
     }
   });
-#ifdef HC_GR_STATS
-  fprintf(stderr, "fwd entries %ld rows %ld windows %ld lanes %ld\n", st_entries.load(), st_rows.load(), st_windows.load(), st_lanes.load());
-  st_entries = st_windows = st_lanes = st_rows = 0;
-#endif
 }
 
 // One backward window of Gaussian k (its record p): undoes its compositing step at each pixel
@@ -471,14 +472,15 @@ inline void backward_window(const T* p, int C, int xs, T dy, int32_t k32, T* tr,
 
 template <typename T, int CT>
 void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
-                    const int64_t* g_offsets, const int64_t* entry_pos, int64_t n,
+                    const int64_t* first, const int64_t* order, const int64_t* entry_pos,
+                    int64_t n,
                     const T* means2d, const T* conics, const T* opacities, const T* feats,
                     const T* extents, int channels, int width, int height, int tile,
                     int n_threads, const T* final_t, const int32_t* last, const T* g_out,
                     const T* g_alpha_out, T* g_means2d, T* g_conics, T* g_opacities,
                     T* g_feats) {
   const int C = CT > 0 ? CT : channels;
-  const int stride = kHeader + C;
+  const int stride = rec_stride<T>(C);
   Packed<T> pk;
   pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   // Gradient record: 2 mean, 3 conic, 1 opacity, C features, one per tile-list entry (a
@@ -486,7 +488,7 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
   // place in the tile lists, with a flag saying whether it was written (entries behind every
   // pixel's last Gaussian, or reaching no live pixel, are not: they are zero). Afterwards each
   // Gaussian sums its written entries in tile order (entry_pos lists them Gaussian by
-  // Gaussian). No atomics, and the sums do not depend on which worker ran which tile:
+  // Gaussian, see Bins). No atomics, and the sums do not depend on which worker ran which tile:
   // gradients are bit-reproducible for any thread count and any timing. The buffer is kept
   // between calls (per calling thread) so that its pages are not faulted in again every pass.
   const int gstride = 6 + C;
@@ -579,11 +581,12 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
     }
   });
   // Each Gaussian's written entries, summed in tile order.
-  hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t g0, int64_t g1) {
+  hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t e0, int64_t e1) {
     T sum[6 + kMaxChannels];
-    for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t e_rank = e0; e_rank < e1; ++e_rank) {
+      const int64_t g = order[e_rank];
       std::fill(sum, sum + gstride, T(0));
-      for (int64_t j = g_offsets[g]; j < g_offsets[g + 1]; ++j) {
+      for (int64_t j = first[e_rank]; j < first[e_rank + 1]; ++j) {
         const int64_t e = entry_pos[j];
         if (!written[e]) continue;
         const T* v = &entry_grads[e * gstride];
@@ -645,13 +648,15 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
                          out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
                          last.data_ptr<int32_t>());
     // The backward pass reuses the tile lists instead of binning again. offsets carries the
-    // tile offsets (tiles + 1), then Bins::g_offsets (N + 1) and Bins::pos (entries).
-    const int64_t n_off = int64_t(bins.offsets.size()), n_g = int64_t(bins.g_offsets.size());
-    offsets = torch::empty({n_off + n_g + int64_t(bins.pos.size())}, torch::kInt64);
+    // tile offsets (tiles + 1), then Bins::first (N + 1), Bins::order (N) and Bins::pos
+    // (entries).
+    const int64_t n_off = int64_t(bins.offsets.size()), n_g = int64_t(bins.first.size());
+    offsets = torch::empty({n_off + 2 * n_g - 1 + int64_t(bins.pos.size())}, torch::kInt64);
     int64_t* o = offsets.data_ptr<int64_t>();
     std::copy(bins.offsets.begin(), bins.offsets.end(), o);
-    std::copy(bins.g_offsets.begin(), bins.g_offsets.end(), o + n_off);
-    std::copy(bins.pos.begin(), bins.pos.end(), o + n_off + n_g);
+    std::copy(bins.first.begin(), bins.first.end(), o + n_off);
+    std::copy(bins.order.begin(), bins.order.end(), o + n_off + n_g);
+    std::copy(bins.pos.begin(), bins.pos.end(), o + n_off + 2 * n_g - 1);
     ids = torch::from_blob(bins.ids.data(), {int64_t(bins.ids.size())}, torch::kInt32).clone();
   });
   return {out, final_t, last, offsets, ids};
@@ -673,7 +678,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   const int64_t n_tiles = ((width + tile - 1) / tile) * ((height + tile - 1) / tile);
   const int64_t n = means2d.size(0);
   TORCH_CHECK(offsets.numel() >= n_tiles + 1 &&
-                  offsets.numel() == n_tiles + 1 + n + 1 + offsets[n_tiles].item<int64_t>() &&
+                  offsets.numel() == n_tiles + 1 + n + 1 + n + offsets[n_tiles].item<int64_t>() &&
                   ids.numel() == offsets[n_tiles].item<int64_t>(),
               "gauss_raster: tile lists do not match the image size and Gaussian count");
   const int C = int(feats.size(1));
@@ -685,7 +690,8 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   const int64_t* off = offsets.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "gauss_raster_backward", [&] {
     HC_DISPATCH_CHANNELS(C, backward_tiles, off, ids.data_ptr<int32_t>(), n_tiles,
-                         off + n_tiles + 1, off + n_tiles + 1 + n + 1, n,
+                         off + n_tiles + 1, off + n_tiles + 1 + n + 1,
+                         off + n_tiles + 1 + n + 1 + n, n,
                          means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
                          opacities.data_ptr<scalar_t>(), feats.data_ptr<scalar_t>(),
                          extents.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),

@@ -18,10 +18,14 @@ namespace hc_gauss_bin {
 struct Bins {
   std::vector<int64_t> offsets;  // (tiles + 1)
   std::vector<int32_t> ids;      // Gaussian ids per tile, front to back
-  // Gaussian-major listing of the same entries: Gaussian g's entries (its tiles in row-major
-  // order) are numbered g_offsets[g] .. g_offsets[g + 1] - 1, and number j sits at ids[pos[j]].
-  std::vector<int64_t> g_offsets;  // (N + 1)
-  std::vector<int64_t> pos;        // (entries)
+  // Gaussian-major listing of the same entries, Gaussians in depth order: order[e] is the
+  // Gaussian of depth rank e (the binned ones front to back, then the others by index), its
+  // entries (its tiles in row-major order) are numbered first[e] .. first[e + 1] - 1, and
+  // number j sits at ids[pos[j]]. Numbering in depth order makes the fill below write pos
+  // sequentially.
+  std::vector<int64_t> first;  // (N + 1)
+  std::vector<int64_t> order;  // (N)
+  std::vector<int64_t> pos;    // (entries)
 };
 
 // Order-preserving unsigned keys of finite floats / doubles (-0 folded onto +0, which
@@ -99,24 +103,23 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   const std::vector<int32_t> order = depth_order(depths, rect, n);
   const int64_t m = int64_t(order.size());
   Bins bins;
-  bins.g_offsets.assign(n + 1, 0);
-  for (int64_t g = 0; g < n; ++g) {
-    const int32_t* r = &rect[4 * g];
-    const int64_t here = r[0] < 0 ? 0 : int64_t(r[1] - r[0] + 1) * (r[3] - r[2] + 1);
-    bins.g_offsets[g + 1] = bins.g_offsets[g] + here;
-  }
-  // Rectangles and first entry numbers gathered into depth order once, so that the count and
-  // fill passes below read them sequentially (reading rect[order[e]] there cost most of the
-  // binning time in cache misses).
+  bins.first.assign(n + 1, 0);
+  bins.order.resize(n);
   std::vector<int32_t> srect(4 * m);
-  std::vector<int64_t> sfirst(m);
-  hc_par::parallel_for(m, n_threads, 8192, [&](int, int64_t e0, int64_t e1) {
-    for (int64_t e = e0; e < e1; ++e) {
-      const int64_t g = order[e];
-      std::memcpy(&srect[4 * e], &rect[4 * g], 4 * sizeof(int32_t));
-      sfirst[e] = bins.g_offsets[g];
+  for (int64_t e = 0; e < m; ++e) {
+    const int64_t g = order[e];
+    const int32_t* r = &rect[4 * g];
+    std::memcpy(&srect[4 * e], r, 4 * sizeof(int32_t));
+    bins.order[e] = g;
+    bins.first[e + 1] = bins.first[e] + int64_t(r[1] - r[0] + 1) * (r[3] - r[2] + 1);
+  }
+  // The Gaussians that cover no tile, after the others (no entries).
+  for (int64_t g = 0, e = m; g < n; ++g)
+    if (rect[4 * g] < 0) {
+      bins.order[e] = g;
+      bins.first[e + 1] = bins.first[e];
+      ++e;
     }
-  });
 
   // Count and fill in parallel over contiguous chunks of `order`; each chunk writes its own
   // slice of every tile list, so the lists come out exactly as a sequential pass makes them
@@ -154,7 +157,7 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
       for (int64_t e = m * c / chunks; e < m * (c + 1) / chunks; ++e) {
         const int32_t g = order[e];
         const int32_t* r = &srect[4 * e];
-        int64_t mine = sfirst[e];
+        int64_t mine = bins.first[e];
         for (int ty = r[2]; ty <= r[3]; ++ty)
           for (int tx = r[0]; tx <= r[1]; ++tx) {
             const int64_t at = cursor[int64_t(ty) * tiles_x + tx]++;
