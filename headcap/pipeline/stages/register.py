@@ -278,9 +278,10 @@ def _pictures(ctx, session, rig, results, frames, registrar, config) -> list[str
         conf = np.zeros(mask.shape)
         colours = torch.from_numpy(np.repeat(reg.confidence[:, None].astype(np.float64), 3, 1))
         conf = render_mesh(verts, faces, cam, vertex_colors=colours)["rgb"][..., 0].numpy()
-        tint = np.stack([shade * (1 - conf) * 255, shade * 255 * (0.4 + 0.6 * conf), shade * 0.4 * 255], -1)  # BGR
+        # BGR: green where the cloud confirms the vertex, red where it does not
+        tint = np.stack([0.25 * shade, shade * (0.25 + 0.75 * conf), shade * (0.25 + 0.75 * (1 - conf))], -1) * 255
         blend = image.astype(np.float64)
-        blend[mask] = 0.45 * blend[mask] + 0.55 * tint[mask]
+        blend[mask] = 0.5 * blend[mask] + 0.5 * tint[mask]
         rel = f"overlays/{frames[t]:06d}_{cam.id}.png"
         _write_png(ctx.work_dir / rel, blend)
         written.append(rel)
