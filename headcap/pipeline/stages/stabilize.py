@@ -83,7 +83,7 @@ def _head_prior(params_path: Path, num_vertices: int):
     params = read_npz(params_path)
     if "head_spec" not in params or "identity" not in params:
         return None, None
-    model = load_head_model(str(params["head_spec"]))
+    model = load_head_model(str(np.asarray(params["head_spec"]).reshape(-1)[0]))
     if model.num_vertices != num_vertices:
         return None, None
     identity = torch.as_tensor(np.asarray(params["identity"], np.float64))[None]
