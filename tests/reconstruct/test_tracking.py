@@ -1,5 +1,5 @@
 """Head-model tracking (reconstruct.tracking, the tracking stage and `headcap track`) against a
-tiny synthetic studio session's ground truth (4 cameras, 2 frames, 64 px; few optimiser steps
+tiny synthetic studio session's ground truth (4 cameras, 2 frames, 64 px; 30/10/4 optimiser steps
 so the test stays short: its thresholds are for that size; the issue's targets at 16 cameras and
 30 frames are measured in benchmarks/bm_tracking.py and docs/tracking.md)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from headcap.core.fileio import read_json, read_npz
 
-FAST = ["--first-frame-iterations", "40", "--frame-iterations", "15", "--global-iterations", "5", "--no-overlay"]
+FAST = ["--first-frame-iterations", "30", "--frame-iterations", "10", "--global-iterations", "4", "--no-overlay"]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_fast_model_evaluation_matches_head_model_forward():
 
 def test_track_command_multiview_with_landmarks(session):
     """`headcap track` on the synthetic session with landmarks present: every file, errors
-    against the truth (thresholds for 64 px and 40/15/5 steps: median vertex error <= 8 mm,
-    landmark reprojection <= 2 px, skull rotation <= 5 deg), a cached rerun."""
+    against the truth (thresholds for 64 px and 30/10/4 steps: median vertex error <= 5 mm,
+    landmark reprojection <= 1 px, skull rotation <= 3 deg), a cached rerun."""
     from headcap.cli import main
 
     _write_truth_landmarks(session)
@@ -74,9 +74,9 @@ def test_track_command_multiview_with_landmarks(session):
     summary = read_json(out / "summary.json")
     assert summary["landmarks"] is True and summary["registration"] is False
     gt = summary["ground_truth"]
-    assert gt["vertex_error_mm_median"] <= 8.0, gt
-    assert gt["landmark_px_median"] <= 2.0, gt
-    assert gt["skull_rotation_deg_max"] <= 5.0, gt
+    assert gt["vertex_error_mm_median"] <= 5.0, gt  # measured 2.5 mm
+    assert gt["landmark_px_median"] <= 1.0, gt  # measured 0.28 px
+    assert gt["skull_rotation_deg_max"] <= 3.0, gt  # measured 1.2 deg
     params = read_npz(out / "params.npz")
     assert params["expression"].shape == (2, 52) and params["world_from_head"].shape == (2, 4, 4)
     assert list(params["expression_names"])[:2] == ["browDownLeft", "browDownRight"]
