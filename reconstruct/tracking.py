@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from headcap.reconstruct.lbs import axis_angle_to_matrix
-from headcap.reconstruct.tracking_terms import (TrackingCamera, ViewObservation, estimate_appearance,
+from headcap.reconstruct.tracking_terms import (ViewObservation, estimate_appearance,
                                                 landmark_energy, photometric_energy, silhouette_energy,
                                                 visible_vertices)
 

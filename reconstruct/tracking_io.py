@@ -162,7 +162,6 @@ def evaluate_against_truth(result, session_root: Path, cameras: list[str], monoc
         ids = np.asarray(lm["landmark_ids"], np.int64)
         names = [str(c) for c in cams["camera_ids"]]
         K = np.asarray(cams["K"], np.float64)
-        dist = np.asarray(cams["distortion"], np.float64)
         cfw = np.asarray(cams["cam_from_world"], np.float64)
         from headcap.calib.projection import project_points
 

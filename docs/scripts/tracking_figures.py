@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 DOCS = Path(__file__).resolve().parents[1]
 
