@@ -1,7 +1,7 @@
 """The picture of docs/reconstruct.md: a session's geometry previews side by side (per-view depth
 maps, normal maps, and the surface-to-truth heat-map when the session is synthetic).
 
-    python docs/scripts/reconstruct_preview.py SESSION docs/img/reconstruct_scan.png
+    python docs/scripts/reconstruct_preview.py SESSION docs/img/reconstruct_previews.png
 
 Runs `headcap reconstruct SESSION` first when SESSION/geometry has no summary.json.
 """
