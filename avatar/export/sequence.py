@@ -8,8 +8,8 @@
     world_from_head   [T, 4, 4]       float  rigid; metres
     timestamps        [T]             float  seconds (optional; frame / 25 when absent)
 
-The synthetic studio writes exactly this as `ground_truth/params.npz`; the tracking stage will
-write the same keys. Extra keys are ignored. Every array is read with allow_pickle=False.
+The synthetic studio writes exactly this as `ground_truth/params.npz`; the tracking stage writes
+the same keys (plus `head_spec`, the model it fitted) as `tracking/params.npz`. Extra keys are ignored. Every array is read with allow_pickle=False.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["HeadSequence", "read_sequence", "sequence_for_model", "find_sequence"]
+__all__ = ["HeadSequence", "read_sequence", "sequence_for_model", "find_sequence", "sequence_head_spec",
+           "SEQUENCE_FILES"]
 
 
 @dataclass
@@ -88,14 +89,27 @@ def read_sequence(path: str | os.PathLike) -> HeadSequence:
 
 
 def find_sequence(folder: str | os.PathLike) -> Path:
-    """The sequence file of a session or run folder: tracking/tracking.npz when a tracking stage
-    wrote one, else the synthetic studio's ground_truth/params.npz."""
+    """The sequence file of a session or run folder: the tracking stage's tracking/params.npz when
+    it ran, else the synthetic studio's ground_truth/params.npz."""
     folder = Path(folder)
-    for rel in ("tracking/tracking.npz", "tracking.npz", "ground_truth/params.npz"):
+    for rel in SEQUENCE_FILES:
         if (folder / rel).is_file():
             return folder / rel
-    raise ValueError(f"{folder}: no head sequence found (looked for tracking/tracking.npz, tracking.npz, "
-                     "ground_truth/params.npz)")
+    raise ValueError(f"{folder}: no head sequence found (looked for {', '.join(SEQUENCE_FILES)}); "
+                     "run `headcap track` first")
+
+
+#: where a session keeps its head sequence, in order of preference
+SEQUENCE_FILES = ("tracking/params.npz", "params.npz", "ground_truth/params.npz")
+
+
+def sequence_head_spec(path: str | os.PathLike) -> str | None:
+    """The head model spec a tracking params.npz records (`head_spec`), if any."""
+    from headcap.core.fileio import read_npz
+
+    data = read_npz(Path(path))
+    spec = data.get("head_spec")
+    return str(np.asarray(spec).reshape(-1)[0]) if spec is not None and np.asarray(spec).size else None
 
 
 def sequence_for_model(sequence: HeadSequence, model) -> tuple[np.ndarray, np.ndarray]:

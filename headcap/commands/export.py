@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 def _find_ply(path: Path) -> Path:
     if path.is_file():
         return path
-    for rel in ("gaussians.ply", "splats/gaussians.ply"):
+    for rel in ("gaussians.ply", "avatar/gaussians.ply", "splats/gaussians.ply"):
         if (path / rel).is_file():
             return path / rel
     raise ValueError(f"{path}: no Gaussians found (looked for {path}/gaussians.ply and {path}/splats/gaussians.ply)")
@@ -74,8 +74,11 @@ def _run(args) -> int:
     return 0
 
 
-def _load_sequence_and_model(path: Path, spec: str | None):
-    from headcap.avatar.export.sequence import find_sequence, read_sequence
+def load_sequence_and_model(path: Path, spec: str | None):
+    """(session or None, sequence file, HeadSequence, HeadModel) of a session folder (its tracking,
+    else its ground truth) or a sequence .npz; the model is `spec`, else the one the tracking
+    fitted, else the session's, else the default head."""
+    from headcap.avatar.export.sequence import find_sequence, read_sequence, sequence_head_spec
     from headcap.reconstruct.head_loaders import load_head_model
 
     session = None
@@ -91,6 +94,8 @@ def _load_sequence_and_model(path: Path, spec: str | None):
         raise ValueError(f"{path}: no such file or folder")
     sequence = read_sequence(sequence_path)
     if spec is None:
+        spec = sequence_head_spec(sequence_path)
+    if spec is None:
         spec = session.extra.get("head_model_spec", "default") if session is not None else "default"
         if spec == "scan":
             raise ValueError(f"{path}: this session films a rigid scan, not a head model; nothing to rig")
@@ -98,46 +103,60 @@ def _load_sequence_and_model(path: Path, spec: str | None):
 
 
 def _export_animated_splats(args, splats, source) -> int:
+    print(export_animated_splats(splats, args.sequence, args.out, args.format, args.head_model, args.splat_frame))
+    return 0
+
+
+def export_animated_splats(splats, sequence_source: Path, out: Path, fmt: str, head_model: str | None = None,
+                           splat_frame: int = 0) -> str:
+    """Gaussians bound to the head of a tracked sequence: a splat .glb with the head's skeleton,
+    skin, morph targets and animation on its splat primitive, or the canonical .ply plus one posed
+    .ply per frame. Returns the line to print."""
     from headcap.avatar.export.gltf import export_head_glb
     from headcap.avatar.export.splat_rig import bind_splats, pose_splats
     from headcap.avatar.export.splats import write_ply
 
-    _, sequence_path, sequence, model = _load_sequence_and_model(args.sequence, args.head_model)
-    bound = bind_splats(model, splats, sequence, args.splat_frame)
-    if args.format == "splat-glb":
-        info = export_head_glb(model, args.out, sequence=sequence, splats=bound, name="headcap_splats")
-        print(f"wrote {args.out}: {splats.count} Gaussians bound to head model {model.name!r}, skinned to "
-              f"{info.joints}, {len(info.morph_targets)} morph targets, {info.frames} frames of animation, "
-              f"{info.bytes / 1e6:.2f} MB (sequence {sequence_path})")
-        return 0
-    write_ply(args.out, bound.canonical)
-    folder = args.out.with_suffix("")
+    _, sequence_path, sequence, model = load_sequence_and_model(sequence_source, head_model)
+    bound = bind_splats(model, splats, sequence, splat_frame)
+    if fmt == "splat-glb":
+        info = export_head_glb(model, out, sequence=sequence, splats=bound, name="headcap_splats")
+        return (f"wrote {out}: {splats.count} Gaussians bound to head model {model.name!r}, skinned to "
+                f"{info.joints}, {len(info.morph_targets)} morph targets, {info.frames} frames of animation, "
+                f"{info.bytes / 1e6:.2f} MB (sequence {sequence_path})")
+    write_ply(out, bound.canonical)
+    folder = out.with_suffix("")
     folder.mkdir(exist_ok=True)
     for frame in range(sequence.num_frames):
         write_ply(folder / f"{frame:06d}.ply", pose_splats(model, bound, sequence, frame))
-    print(f"wrote {args.out} (canonical, head frame) and {sequence.num_frames} posed frames in {folder}/: "
-          f"{splats.count} Gaussians (sequence {sequence_path})")
-    return 0
+    return (f"wrote {out} (canonical, head frame) and {sequence.num_frames} posed frames in {folder}/: "
+            f"{splats.count} Gaussians (sequence {sequence_path})")
 
 
 def _export_mesh(args) -> int:
+    print(export_mesh(args.input, args.out, args.head_model, args.texture_size, args.bake_frames)[0])
+    return 0
+
+
+def export_mesh(source: Path, out: Path, head_model: str | None = None, texture_size: int = 512,
+                bake_frames: str = "0") -> tuple[str, object]:
+    """The head as a .glb (ARKit morph targets, skeleton, the sequence as animation, a texture
+    baked from the session's calibrated frames). Returns (line to print, export info)."""
     from headcap.avatar.export.gltf import export_head_glb
 
-    session, sequence_path, sequence, model = _load_sequence_and_model(args.input, args.head_model)
+    session, sequence_path, sequence, model = load_sequence_and_model(source, head_model)
     texture, coverage = None, None
-    if session is not None and args.texture_size > 0 and model.uvs is not None:
-        texture, coverage = _bake(session, model, sequence, args)
-    info = export_head_glb(model, args.out, sequence=sequence, texture=texture)
-    line = (f"wrote {args.out}: {info.vertices} vertices, {info.triangles} triangles, {len(info.morph_targets)} morph "
+    if session is not None and texture_size > 0 and model.uvs is not None:
+        texture, coverage = _bake(session, model, sequence, texture_size, bake_frames)
+    info = export_head_glb(model, out, sequence=sequence, texture=texture)
+    line = (f"wrote {out}: {info.vertices} vertices, {info.triangles} triangles, {len(info.morph_targets)} morph "
             f"targets, joints {info.joints}, {info.frames} frames of animation, {info.bytes / 1e6:.2f} MB "
             f"(head model {model.name!r}, sequence {sequence_path})")
     if coverage is not None:
         line += f"; texture {texture.shape[0]} px baked from {len(session.cameras)} cameras, {100 * coverage:.0f} % of texels seen"
-    print(line)
-    return 0
+    return line, info
 
 
-def _bake(session, model, sequence, args):
+def _bake(session, model, sequence, texture_size: int, bake_frames: str):
     import cv2
     import torch
 
@@ -147,16 +166,16 @@ def _bake(session, model, sequence, args):
     rig = session.load_rig()
     cameras = [rig[c] for c in session.cameras]
     try:
-        frames = sorted({int(f) for f in args.bake_frames.split(",") if f.strip()})
+        frames = sorted({int(f) for f in bake_frames.split(",") if f.strip()})
     except ValueError:
-        raise ValueError(f"--bake-frames {args.bake_frames!r}: expected comma-separated frame numbers") from None
+        raise ValueError(f"--bake-frames {bake_frames!r}: expected comma-separated frame numbers") from None
     bad = [f for f in frames if not 0 <= f < min(sequence.num_frames, session.frame_count)]
     if bad or not frames:
         raise ValueError(f"--bake-frames: frames {bad or frames} outside 0..{min(sequence.num_frames, session.frame_count) - 1}")
     if session.extra.get("monocular") and frames != [0]:
         raise ValueError("--bake-frames: a monocular session's rig.json holds the frame-0 camera pose only; bake from 0")
-    if not 16 <= args.texture_size <= 8192:
-        raise ValueError(f"--texture-size {args.texture_size}: expected 16..8192 texels (0 for no texture)")
+    if not 16 <= texture_size <= 8192:
+        raise ValueError(f"--texture-size {texture_size}: expected 16..8192 texels (0 for no texture)")
     expression, rotations = sequence_for_model(sequence, model)
     ident = torch.as_tensor(sequence.identity[None, : model.num_identity], dtype=torch.float64)
     m64 = model.to(dtype=torch.float64)
@@ -172,4 +191,4 @@ def _bake(session, model, sequence, args):
                 raise ValueError(f"{session.image_path(f, cam)}: cannot read the image")
             images.append(bgr[..., ::-1])
         inputs.append((verts, cameras, images))
-    return bake_texture(model, inputs, size=args.texture_size)
+    return bake_texture(model, inputs, size=texture_size)

@@ -116,6 +116,66 @@ def _geometry_type():
     return ReconstructStageConfig
 
 
+def _make_tracking(path: Path, config) -> Stage:
+    from headcap.pipeline.stages.track import track_stage
+
+    session = _needs_rig(path, "tracking")
+    if len(session.cameras) == 1 and not config.monocular:
+        config = dataclasses.replace(config, monocular=True)  # one camera: the monocular tracker
+    return track_stage(config, path.parent, name="tracking")
+
+
+def _make_stabilize(path: Path, config) -> Stage:
+    from headcap.pipeline.stages.stabilize import find_source, stabilize_stage
+
+    try:
+        find_source(path.parent, config.source)
+    except ValueError as exc:
+        raise Skip(str(exc)) from None
+    return stabilize_stage(config, path.parent, name="stabilize")
+
+
+def _make_avatar(path: Path, config) -> Stage:
+    from headcap.avatar.avatar_data import head_params_path
+    from headcap.pipeline.stages.avatar import avatar_train_stage
+
+    session = _needs_rig(path, "the avatar")
+    try:
+        head_params_path(session)
+    except ValueError as exc:
+        raise Skip(str(exc)) from None
+    return avatar_train_stage(config, path.parent, name="avatar")
+
+
+def _make_avatar_eval(path: Path, config) -> Stage:
+    from headcap.pipeline.stages.avatar import avatar_eval_stage
+
+    folder = path.parent / "avatar"
+    if not (folder / "gaussians.ply").is_file():
+        raise Skip("no trained avatar (avatar/gaussians.ply)")
+    return avatar_eval_stage(config, folder, path.parent, name="avatar_eval")
+
+
+def _make_export(path: Path, config) -> Stage:
+    from headcap.pipeline.stages.export import export_stage
+
+    try:
+        return export_stage(config, path.parent, name="export")
+    except ValueError as exc:
+        if "no head sequence" in str(exc):
+            raise Skip(str(exc)) from None
+        raise
+
+
+def _type(module: str, name: str):
+    def get():
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+
+    return get
+
+
 def _calibrate_defaults():
     from headcap.pipeline.stages.calibrate import CalibrateStageConfig
 
@@ -140,6 +200,16 @@ _STEP_TABLE: list[tuple[str, Callable[[], type], Callable[[Path, object], Stage]
     (CALIBRATION, _calibrate_defaults, _make_calibration, "the rig from the board frames"),
     ("landmarks", _landmarks_type, _make_landmarks, "face landmarks in every view, triangulated"),
     ("geometry", _geometry_type, _make_geometry, "multi-view stereo, fused points and a surface per frame"),
+    ("tracking", _type("headcap.pipeline.stages.track", "TrackStageConfig"), _make_tracking,
+     "head-model tracking: identity, expression, joints, head pose per frame"),
+    ("stabilize", _type("headcap.pipeline.stages.stabilize", "StabilizeStageConfig"), _make_stabilize,
+     "the skull's pose per frame, stabilized meshes"),
+    ("avatar", _type("headcap.avatar.train", "TrainConfig"), _make_avatar,
+     "a Gaussian avatar bound to the head model, trained on the CPU kernel"),
+    ("avatar_eval", _type("headcap.pipeline.stages.avatar", "AvatarEvalConfig"), _make_avatar_eval,
+     "novel views, self-reenactment and a turntable of the avatar"),
+    ("export", _type("headcap.pipeline.stages.export", "ExportStageConfig"), _make_export,
+     "glTF head with ARKit morphs and animation; avatar splats (.ply, KHR_gaussian_splatting)"),
 ]
 
 
@@ -317,7 +387,7 @@ def run_session(session_path: Path, config: dict, from_step: str | None = None, 
 
     console = console or Console(stderr=True)
     tic = time.perf_counter()
-    session = read_session(session_path)
+    session = read_session(Path(session_path).resolve())  # stages get absolute paths, whatever the cwd
     root = Path(session.root)
     manifest = session.manifest_path
     all_steps = steps()

@@ -173,13 +173,13 @@ def test_batch_reports_a_failed_session_and_finishes_the_others(session_template
     assert 'href="a_good/report.html"' in page and "failed" in page
 
 
-def test_report_opens_in_chromium_with_every_image_and_video_loaded(ran, tmp_path):
+def test_report_opens_in_chromium_with_every_image_and_video_loaded(chained, tmp_path):
     from export_clients import JS_DIR, chromium, require_node_package, run_node
     from headcap.report import Report
 
     require_node_package("playwright-core")
     exe = chromium()
-    page = ran / "report.html"
+    page = chained / "report.html"
     text = page.read_text()
     assert "src=\"data:image/png;base64," in text and "Warnings" in text
     assert "calibration_report" in text and "landmarks" in text
@@ -191,15 +191,69 @@ def test_report_opens_in_chromium_with_every_image_and_video_loaded(ran, tmp_pat
     iio.imwrite(tmp_path / "clip.mp4", frames, fps=12, codec="libx264", pixelformat="yuv420p")
     report = Report("video check")
     report.video(tmp_path / "clip.mp4", "a clip", inline=True)
-    report.image(ran / "contact_sheet.png", "sheet", inline=True)
+    report.image(chained / "contact_sheet.png", "sheet", inline=True)
     report.write(tmp_path / "video.html")
     for url, want_video in ((page.as_uri(), False), ((tmp_path / "video.html").as_uri(), True)):
+        # the chain's report embeds the tracking overlay video too: every video must load
         proc = run_node(JS_DIR / "report_check.cjs", exe, url, tmp_path / "out.json", timeout=180)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = json.loads((tmp_path / "out.json").read_text())
         bad = [m for m in out["console"] if m["type"] in ("error", "pageerror", "requestfailed", "warning")]
         assert not bad, bad
         assert out["images"] and all(i["width"] > 0 and i["height"] > 0 for i in out["images"]), out["images"]
+        assert all(v["error"] is None and v["readyState"] >= 2 and v["width"] > 0 for v in out["videos"]), out["videos"]
         if want_video:
-            assert [v["width"] for v in out["videos"]] == [96] and out["videos"][0]["error"] is None, out["videos"]
+            assert [v["width"] for v in out["videos"]] == [96], out["videos"]
             assert abs(out["videos"][0]["duration"] - 1.0) < 0.1
+        else:
+            assert out["videos"], "the chain's report has the tracking overlay video"
+
+
+FAST = """skip = ["geometry"]
+[landmarks]
+models = "{models}"
+[tracking]
+first_frame_iterations = 40
+frame_iterations = 15
+global_iterations = 10
+[avatar]
+iterations = 120
+holdout_count = 1
+holdout_frames = 1
+[avatar_eval]
+turntable = 4
+[export]
+texture_size = 128
+"""
+
+
+@pytest.fixture(scope="module")
+def chained(session_template, models, tmp_path_factory) -> Path:
+    """A copy of the session after the whole chain, with small iteration counts."""
+    folder = tmp_path_factory.mktemp("chain")
+    session = folder / "session"
+    shutil.copytree(session_template, session)
+    config = folder / "fast.toml"
+    config.write_text(FAST.format(models=models))
+    assert main(["run", str(session), "--config", str(config)]) == 0
+    return session
+
+
+def test_the_whole_chain_tracks_trains_exports_and_reports(chained):
+    from export_clients import validate
+
+    status = _status(chained)
+    assert status == {"check": "ran", "calibration_report": "ran", "landmarks": "ran", "geometry": "skipped",
+                      "tracking": "ran", "stabilize": "ran", "avatar": "ran", "avatar_eval": "ran", "export": "ran"}
+    record = json.loads((chained / "run.json").read_text())
+    reason = {s["name"]: s.get("reason") for s in record["steps"]}
+    assert "skip" in reason["geometry"]
+    for name in ("tracking/params.npz", "tracking/overlay.mp4", "stabilize/params.npz", "avatar/gaussians.ply",
+                 "avatar_eval/metrics.json", "export/head.glb", "export/avatar.glb", "export/avatar.ply"):
+        assert (chained / name).is_file(), name
+    export = json.loads((chained / "export" / "summary.json").read_text())
+    assert export["morph_targets"] > 40 and export["frames"] == 2
+    reports = validate(chained / "export" / "head.glb")
+    assert reports[0]["issues"]["numErrors"] == 0, reports[0]["issues"]
+    page = (chained / "report.html").read_text()
+    assert page.count("<video") >= 1 and "avatar_eval" in page and "export" in page
