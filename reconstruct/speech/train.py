@@ -70,7 +70,7 @@ def held_out_error(model: SpeechTCN) -> float:
     return float(np.mean(errs))
 
 
-def train(utterances: int = 300, epochs: int = 12, seed: int = 0, channels: int = 64, lr: float = 3e-3,
+def train(utterances: int = 300, epochs: int = 20, seed: int = 0, channels: int = 64, lr: float = 3e-3,
           log=print) -> tuple[SpeechTCN, dict]:
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--utterances", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
