@@ -116,6 +116,17 @@ def _geometry_type():
     return ReconstructStageConfig
 
 
+def _make_registration(path: Path, config) -> Stage:
+    from headcap.pipeline.stages.register import check_inputs, register_stage
+
+    _needs_rig(path, "registration", min_cameras=2)
+    try:
+        check_inputs(path)
+    except ValueError as exc:
+        raise Skip(str(exc)) from None
+    return register_stage(config, path.parent, name="registration")
+
+
 def _make_tracking(path: Path, config) -> Stage:
     from headcap.pipeline.stages.track import track_stage
 
@@ -200,6 +211,8 @@ _STEP_TABLE: list[tuple[str, Callable[[], type], Callable[[Path, object], Stage]
     (CALIBRATION, _calibrate_defaults, _make_calibration, "the rig from the board frames"),
     ("landmarks", _landmarks_type, _make_landmarks, "face landmarks in every view, triangulated"),
     ("geometry", _geometry_type, _make_geometry, "multi-view stereo, fused points and a surface per frame"),
+    ("registration", _type("headcap.pipeline.stages.register", "RegisterStageConfig"), _make_registration,
+     "the template fitted to each frame's geometry: model fit, then free-form offsets"),
     ("tracking", _type("headcap.pipeline.stages.track", "TrackStageConfig"), _make_tracking,
      "head-model tracking: identity, expression, joints, head pose per frame"),
     ("stabilize", _type("headcap.pipeline.stages.stabilize", "StabilizeStageConfig"), _make_stabilize,
