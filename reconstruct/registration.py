@@ -137,13 +137,16 @@ def load_geometry(folder: Path, frame: int) -> PointCloud:
 
 def load_landmarks68(path: Path) -> dict[int, np.ndarray]:
     """landmarks/landmarks3d.npz -> {frame index: [68, 3] iBUG-68 world points (NaN missing)}."""
-    from headcap.core.fileio import numeric_array, read_npz
+    from headcap.core.fileio import read_npz
 
     data = read_npz(path)
     for key in ("points", "ibug68", "frames"):
         if key not in data:
             raise ValueError(f"{path}: field {key!r} missing (written by `headcap landmarks`?)")
-    points = numeric_array(data["points"], path, "points")
+    points = np.asarray(data["points"])
+    if points.dtype.kind not in "fiu":
+        raise ValueError(f"{path}: field 'points' must hold numbers, got dtype {points.dtype}")
+    points = points.astype(np.float64)  # NaN where a point was not triangulated
     ibug = np.asarray(data["ibug68"], np.int64)
     frames = np.asarray(data["frames"], np.int64)
     if points.ndim != 3 or points.shape[2] != 3 or len(frames) != points.shape[0]:

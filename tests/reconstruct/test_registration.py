@@ -216,3 +216,21 @@ def test_register_bad_input(tmp_path, model, capsys):
     assert "session.json" in err and "'rig'" in err
     assert main(["register", str(session), "--method", "learned"]) == 2
     assert "method" in capsys.readouterr().err
+
+
+def test_landmarks_file_from_the_landmarks_stage_is_read_with_its_missing_points(tmp_path):
+    """landmarks3d.npz as `headcap landmarks` writes it (NaN where a point was not triangulated)."""
+    import numpy as np
+
+    from headcap.reconstruct.landmarks import IBUG68_FROM_MEDIAPIPE, Landmarks3D, NUM_MESH, write_landmarks3d
+    from headcap.reconstruct.registration import load_landmarks68
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(2, NUM_MESH, 3))
+    points[1, IBUG68_FROM_MEDIAPIPE[:5]] = np.nan
+    lm3 = Landmarks3D(points, np.full((2, NUM_MESH), 3), np.full((2, NUM_MESH), 0.5))
+    write_landmarks3d(tmp_path / "landmarks3d.npz", lm3, ["cam00", "cam01", "cam02"], [4, 7])
+    got = load_landmarks68(tmp_path / "landmarks3d.npz")
+    assert sorted(got) == [4, 7]
+    np.testing.assert_array_equal(got[4], points[0][IBUG68_FROM_MEDIAPIPE])
+    assert np.isnan(got[7][:5]).all() and np.isfinite(got[7][5:]).all()
