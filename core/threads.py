@@ -143,3 +143,19 @@ def serial_torch_ops(kernel: int | None = None) -> Iterator[int]:
         if previous != 1:
             torch.set_num_threads(previous)
         _KERNEL_THREADS.reset(token)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[int]:
+    """torch's own ops on `count` threads inside, the previous count restored on exit (per
+    calling thread, as torch's OpenMP setting is)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous != count:
+        torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

@@ -175,37 +175,9 @@ def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
 
 
 def _point_triangle_distance(p, a, b, c) -> np.ndarray:
-    """Distance from points p [N, 3] to triangles (a, b, c) [N, 3] each (Ericson, Real-Time
-    Collision Detection, 5.1.5: closest point by Voronoi region)."""
-    ab, ac, ap = b - a, c - a, p - a
-    d1, d2 = np.einsum("ij,ij->i", ab, ap), np.einsum("ij,ij->i", ac, ap)
-    bp = p - b
-    d3, d4 = np.einsum("ij,ij->i", ab, bp), np.einsum("ij,ij->i", ac, bp)
-    cp = p - c
-    d5, d6 = np.einsum("ij,ij->i", ab, cp), np.einsum("ij,ij->i", ac, cp)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-    denom = va + vb + vc
-    denom = np.where(np.abs(denom) < 1e-30, 1e-30, denom)
-    v = vb / denom
-    w = vc / denom
-    closest = a + ab * v[:, None] + ac * w[:, None]  # inside the face
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # edge regions
-        t_ab = np.clip(d1 / np.where(d1 - d3 == 0, 1e-30, d1 - d3), 0, 1)
-        t_ac = np.clip(d2 / np.where(d2 - d6 == 0, 1e-30, d2 - d6), 0, 1)
-        t_bc = np.clip((d4 - d3) / np.where((d4 - d3) + (d5 - d6) == 0, 1e-30, (d4 - d3) + (d5 - d6)), 0, 1)
-    on_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-    on_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-    on_bc = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
-    closest = np.where(on_bc[:, None], b + (c - b) * t_bc[:, None], closest)
-    closest = np.where(on_ac[:, None], a + ac * t_ac[:, None], closest)
-    closest = np.where(on_ab[:, None], a + ab * t_ab[:, None], closest)
-    at_a = (d1 <= 0) & (d2 <= 0)
-    at_b = (d3 >= 0) & (d4 <= d3)
-    at_c = (d6 >= 0) & (d5 <= d6)
-    closest = np.where(at_c[:, None], c, closest)
-    closest = np.where(at_b[:, None], b, closest)
-    closest = np.where(at_a[:, None], a, closest)
+    """Distance from points p [N, 3] to triangles (a, b, c) [N, 3] each."""
+    from headcap.reconstruct.registration_fit import closest_on_triangles
+
+    bary = closest_on_triangles(p, a, b, c)
+    closest = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:3] * c
     return np.linalg.norm(p - closest, axis=1)

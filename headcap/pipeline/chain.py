@@ -63,8 +63,6 @@ def _make_check(path: Path, config) -> Stage:
 def _calibration_config(path: Path, config):
     """The run's calibration settings: the studio's earlier rig (if any) seeds the solver and fixes
     the world frame, so every later stage keeps the studio's coordinates."""
-    from headcap.calib.calibrate import CalibrationConfig
-
     session = _session(path)
     prior = session.extra.get("rig_prior") or session.rig
     if not session.calibration:
@@ -108,12 +106,6 @@ def _make_geometry(path: Path, config) -> Stage:
 
     _needs_rig(path, "multi-view stereo", min_cameras=2)
     return reconstruct_stage(config, source=path, name="geometry")
-
-
-def _geometry_type():
-    from headcap.pipeline.stages.reconstruct import ReconstructStageConfig
-
-    return ReconstructStageConfig
 
 
 def _make_registration(path: Path, config) -> Stage:
@@ -187,30 +179,16 @@ def _type(module: str, name: str):
     return get
 
 
-def _calibrate_defaults():
-    from headcap.pipeline.stages.calibrate import CalibrateStageConfig
-
-    return CalibrateStageConfig
-
-
-def _check_type():
-    from headcap.pipeline.stages.check import CheckConfig
-
-    return CheckConfig
-
-
-def _landmarks_type():
-    from headcap.pipeline.stages.landmarks import LandmarksStageConfig
-
-    return LandmarksStageConfig
-
-
 #: (name, config type factory, make, description), in running order.
 _STEP_TABLE: list[tuple[str, Callable[[], type], Callable[[Path, object], Stage], str]] = [
-    ("check", _check_type, _make_check, "the session's files, images against the rig, masks"),
-    (CALIBRATION, _calibrate_defaults, _make_calibration, "the rig from the board frames"),
-    ("landmarks", _landmarks_type, _make_landmarks, "face landmarks in every view, triangulated"),
-    ("geometry", _geometry_type, _make_geometry, "multi-view stereo, fused points and a surface per frame"),
+    ("check", _type("headcap.pipeline.stages.check", "CheckConfig"), _make_check,
+     "the session's files, images against the rig, masks"),
+    (CALIBRATION, _type("headcap.pipeline.stages.calibrate", "CalibrateStageConfig"), _make_calibration,
+     "the rig from the board frames"),
+    ("landmarks", _type("headcap.pipeline.stages.landmarks", "LandmarksStageConfig"), _make_landmarks,
+     "face landmarks in every view, triangulated"),
+    ("geometry", _type("headcap.pipeline.stages.reconstruct", "ReconstructStageConfig"), _make_geometry,
+     "multi-view stereo, fused points and a surface per frame"),
     ("registration", _type("headcap.pipeline.stages.register", "RegisterStageConfig"), _make_registration,
      "the template fitted to each frame's geometry: model fit, then free-form offsets"),
     ("tracking", _type("headcap.pipeline.stages.track", "TrackStageConfig"), _make_tracking,

@@ -36,6 +36,7 @@ from headcap.calib.boards import BoardSpec, ray_directions, render_board_view
 from headcap.calib.camera import Camera, Rig
 from headcap.core.faults import kill_point
 from headcap.core.fileio import claim_work_dir, fsync_dir, read_json, swap_into_place, write_json
+from headcap.core.threads import torch_threads
 from headcap.calib.rig_io import write_rig
 from headcap.calib.synthetic_boards import board_poses_facing
 from headcap.capture.session import FrameEntry, Session
@@ -252,16 +253,6 @@ def _recover(out: Path, log: Callable[[str], None]) -> dict | None:
     return None
 
 
-class _Threads:
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.saved)
 
 
 def synthesize_session(config: StudioConfig, out: str | os.PathLike, progress: Progress | None = None,
@@ -286,7 +277,7 @@ def synthesize_session(config: StudioConfig, out: str | os.PathLike, progress: P
         if _recover(out, log) == _config_record(config):
             timings.update(setup=0.0, render=0.0, calibration=0.0, write=0.0)
             return SynthResult(out, read_session(out), read_rig(out / "rig.json"), timings)
-        with _Threads(config.threads):
+        with torch_threads(config.threads):
             tic = time.perf_counter()
             model, texture, credits = _load_head(config)
             scene = _build_scene(config, model, texture)
@@ -313,7 +304,7 @@ def render_session_into(config: StudioConfig, folder: str | os.PathLike,
     folder = Path(folder)
     report = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
-    with _Threads(config.threads):
+    with torch_threads(config.threads):
         tic = time.perf_counter()
         model, texture, credits = _load_head(config)
         scene = _build_scene(config, model, texture)

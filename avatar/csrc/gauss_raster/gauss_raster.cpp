@@ -135,6 +135,34 @@ inline bool row_interval(const double* s, int py, int x0, int row_width, int& j0
   return j0 <= j1;
 }
 
+// The float pixel intervals [a, b] of kLanes consecutive tile rows r, r+1, ... of a Gaussian's
+// footprint (centre cx, cy relative to the tile, row form slope, q, w), widened as the comment
+// of row_intervals says and clamped to [0, row_width); a row is missed where rad < 0 or a > b.
+struct LaneRows {
+  hc_simd::f8 rad;
+  hc_simd::i8 a, b;
+};
+
+inline LaneRows lane_rows(int r, float cx, float cy, float slope, float q, float w, int row_width) {
+  using namespace hc_simd;
+  const f8 zero = splat<f8>(0.0f), last = splat<f8>(float(row_width - 1));
+  const f8 end = splat<f8>(float(row_width)), minus1 = splat<f8>(-1.0f);
+  const f8 dy = (iota<float>() + float(r)) - cy;
+  const f8 rad = q - w * dy * dy;
+  const f8 half = sqrt_lanes(rad > 0.0f ? rad : zero);
+  const f8 centre = cx - slope * dy;
+  const f8 tol = 1e-2f + 1e-5f * ((centre < 0.0f ? -centre : centre) + half);
+  f8 lo = centre - half - tol, hi = centre + half + tol;
+  lo = lo > 0.0f ? lo : zero;  // clamp to [0, row_width] before converting (NaN -> 0)
+  lo = lo < end ? lo : end;
+  hi = hi < last ? hi : last;
+  hi = hi > -1.0f ? hi : minus1;
+  i8 a = __builtin_convertvector(lo, i8), b = __builtin_convertvector(hi, i8);
+  a -= lo > __builtin_convertvector(a, f8);  // ceil (masks are -1 where true)
+  b += hi < __builtin_convertvector(b, f8);  // floor
+  return {rad, a, b};
+}
+
 // row_interval for the tile rows [r0, r1] of one Gaussian at once, kLanes rows per step in float
 // (one vector sqrt instead of a double sqrt, rounding and branches per row): j0[r - y0] and
 // j1[r - y0], or j0 > j1 where the row is missed. The interval is widened by 1e-2 px + 1e-5 of
@@ -159,22 +187,10 @@ inline void row_intervals(const T* p, const double* s, int x0, int y0, int r0, i
   }
   const float cx = float(cxd), cy = float(cyd), slope = float(p[7]), q = float(p[8]),
               w = float(p[9]);
-  const f8 zero = splat<f8>(0.0f), last = splat<f8>(float(row_width - 1));
-  const f8 end = splat<f8>(float(row_width)), minus1 = splat<f8>(-1.0f);
   for (int r = r0 - y0; r <= r1 - y0; r += kLanes) {
-    const f8 dy = (iota<float>() + float(r)) - cy;
-    const f8 rad = q - w * dy * dy;
-    const f8 half = sqrt_lanes(rad > 0.0f ? rad : zero);
-    const f8 centre = cx - slope * dy;
-    const f8 tol = 1e-2f + 1e-5f * ((centre < 0.0f ? -centre : centre) + half);
-    f8 lo = centre - half - tol, hi = centre + half + tol;
-    lo = lo > 0.0f ? lo : zero;  // clamp to [0, row_width] before converting (NaN -> 0)
-    lo = lo < end ? lo : end;
-    hi = hi < last ? hi : last;
-    hi = hi > -1.0f ? hi : minus1;
-    i8 a = __builtin_convertvector(lo, i8), b = __builtin_convertvector(hi, i8);
-    a -= lo > __builtin_convertvector(a, f8);  // ceil (masks are -1 where true)
-    b += hi < __builtin_convertvector(b, f8);  // floor
+    const LaneRows lanes = lane_rows(r, cx, cy, slope, q, w, row_width);
+    const f8 rad = lanes.rad;
+    const i8 a = lanes.a, b = lanes.b;
     const i8 ok = (rad >= 0.0f) & (a <= b);
     store(j0 + r, ok ? a : splat<i8>(1));
     store(j1 + r, ok ? b : splat<i8>(0));
@@ -260,25 +276,13 @@ inline bool row_window_bits(const T* p, int x0, int y0, int r0, int r1, int rows
   constexpr int lane_shift = kLanes == 8 ? 3 : 2;
   const float cx = float(cxd), cy = float(cyd), slope = float(p[7]), q = float(p[8]),
               w = float(p[9]);
-  const f8 zero = splat<f8>(0.0f), last = splat<f8>(float(row_width - 1));
-  const f8 end = splat<f8>(float(row_width)), minus1 = splat<f8>(-1.0f);
   const i8 lo_row = splat<i8>(r0 - y0), hi_row = splat<i8>(r1 - y0);
   u8 acc = splat<u8>(0u);
   for (int r = 0; r < rows; r += kLanes) {
     const i8 row = iota_int() + r;
-    const f8 dy = (iota<float>() + float(r)) - cy;
-    const f8 rad = q - w * dy * dy;
-    const f8 half = sqrt_lanes(rad > 0.0f ? rad : zero);
-    const f8 centre = cx - slope * dy;
-    const f8 tol = 1e-2f + 1e-5f * ((centre < 0.0f ? -centre : centre) + half);
-    f8 lo = centre - half - tol, hi = centre + half + tol;
-    lo = lo > 0.0f ? lo : zero;  // clamp to [0, row_width] before converting (NaN -> 0)
-    lo = lo < end ? lo : end;
-    hi = hi < last ? hi : last;
-    hi = hi > -1.0f ? hi : minus1;
-    i8 a = __builtin_convertvector(lo, i8), b = __builtin_convertvector(hi, i8);
-    a -= lo > __builtin_convertvector(a, f8);  // ceil (masks are -1 where true)
-    b += hi < __builtin_convertvector(b, f8);  // floor
+    const LaneRows lanes = lane_rows(r, cx, cy, slope, q, w, row_width);
+    const f8 rad = lanes.rad;
+    const i8 a = lanes.a, b = lanes.b;
     const i8 ok = (rad >= 0.0f) & (a <= b) & (row >= lo_row) & (row <= hi_row);
     const u8 wl = (u8)((ok ? a : splat<i8>(0)) >> lane_shift);
     const u8 wh = (u8)((ok ? b : splat<i8>(0)) >> lane_shift);

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headcap.core.threads import torch_threads
 from headcap.pipeline.runner import Stage, StageContext
 
 CODE = ("headcap.reconstruct.tracking", "headcap.reconstruct.tracking_terms", "headcap.reconstruct.tracking_io",
@@ -125,7 +126,7 @@ def track_into(ctx: StageContext, root: Path) -> dict:
     if resume is not None:
         ctx.console.print(f"  resuming after frame {int(resume['frames_done'])} of {session.frame_count}")
     tic = time.perf_counter()
-    with ctx.progress("tracking", session.frame_count) as update, _torch_threads(2):
+    with ctx.progress("tracking", session.frame_count) as update, torch_threads(2):
         def progress(stage, done, total):
             update(done if stage == "sequential" else 0, description=f"tracking {stage}")
 
@@ -167,24 +168,6 @@ def track_into(ctx: StageContext, root: Path) -> dict:
     write_json(ctx.work_dir / "summary.json", summary)
     ckpt.unlink(missing_ok=True)
     return {k: summary[k] for k in ("frames", "cameras", "frames_per_second")}
-
-
-class _torch_threads:
-    """torch on `n` threads while the stage runs, restored after."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.saved)
 
 
 def _plots(folder: Path, result, truth) -> None:
