@@ -226,3 +226,36 @@ def test_headcap_speak_end_to_end(tmp_path):
 def test_driven_channels_are_arkit():
     assert len(ARKIT_NAMES) == 52 and set(DRIVEN_NAMES) <= set(ARKIT_NAMES)
     assert {"jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthSmileLeft"} <= set(DRIVEN_NAMES)
+
+
+def test_speak_drives_a_gaussian_avatar_folder(tmp_path):
+    """AVATAR may be a Gaussian avatar folder (avatar/ of `headcap run`, or `headcap avatar
+    train`): the mp4 shows its Gaussians, and the mouth moves where the jaw opens."""
+    from headcap.avatar.gaussian_avatar import GaussianAvatar, save_avatar
+    from headcap.cli import main
+    from headcap.core.fileio import read_npz
+    from headcap.reconstruct.head_loaders import load_head_model
+    from headcap.reconstruct.speech.audio import write_wav
+    from headcap.reconstruct.speech.video import read_mp4_info
+
+    model = load_head_model("default")
+    avatar = GaussianAvatar.initialise(model, "default", sh_degree=0, scale=0.8)
+    avatar_dir = tmp_path / "avatar"
+    save_avatar(avatar_dir, avatar)
+    text = "Papa, open up."
+    speech = synthesize(text, HELD_OUT_VOICES[0])
+    wav = tmp_path / "line.wav"
+    write_wav(wav, speech.audio, speech.sample_rate)
+    out = tmp_path / "out"
+    assert main(["speak", str(avatar_dir), "--audio", str(wav), "--text", text, "--out", str(out),
+                 "--size", "96"]) == 0
+    n = frame_count(len(speech.audio) / speech.sample_rate, FPS)
+    info = read_mp4_info(out / "speech.mp4")
+    assert len(info["frames"]) == n and info["codecs"]["audio"] == "aac"
+    import imageio.v3 as iio
+
+    frames = iio.imread(out / "speech.mp4", plugin="pyav").astype(np.float64)
+    jaw = read_npz(out / "expression.npz")["expression"][:, model.expression_names.index("jawOpen")]
+    open_, shut = int(np.argmax(jaw)), int(np.argmin(jaw))
+    assert jaw[open_] > 0.2 and frames[open_].std() > 5  # the avatar is drawn
+    assert np.abs(frames[open_] - frames[shut]).mean() > 0.5, "the avatar's face does not move with the jaw"
