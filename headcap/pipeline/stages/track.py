@@ -69,7 +69,7 @@ def track_stage(config: TrackStageConfig, session_root: Path, name: str = "track
     from headcap.capture.session import read_session
 
     _tracking_config(config)  # bad settings fail before any work
-    session = read_session(session_root)
+    session = read_session(Path(session_root).resolve())  # absolute paths: transforms.json names files relative to it
     if session.rig_path() is None:
         raise ValueError(f"track: {session.manifest_path}: field 'rig' missing: tracking needs calibrated cameras "
                          "(run `headcap calibrate`, or ingest with a calibration)")
