@@ -109,7 +109,7 @@ class LocalExecutor(Executor):
         return self._pool
 
     def map(self, fn, items, labels=None, on_done=None) -> list:
-        from concurrent.futures import FIRST_EXCEPTION, wait
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         items = list(items)
         labels = list(labels) if labels is not None else [repr(i)[:80] for i in items]
@@ -120,7 +120,7 @@ class LocalExecutor(Executor):
         done_count = 0
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             done_count += len(done)
             if on_done:
                 on_done(done_count, len(items))

@@ -261,3 +261,18 @@ def test_the_whole_chain_tracks_trains_exports_and_reports(chained):
     assert reports[0]["issues"]["numErrors"] == 0, reports[0]["issues"]
     page = (chained / "report.html").read_text()
     assert page.count("<video") >= 1 and "avatar_eval" in page and "export" in page
+
+
+@pytest.mark.parametrize("kind", ["serial", "local"])
+def test_a_failing_item_is_named_and_results_keep_their_order(kind):
+    import math
+
+    from headcap.pipeline.executor import ExecutorConfig, WorkError, make_executor
+
+    seen = []
+    with make_executor(ExecutorConfig(kind=kind, workers=2)) as executor:
+        assert executor.map(math.sqrt, [9.0, 4.0, 1.0], on_done=lambda d, t: seen.append((d, t))) == [3.0, 2.0, 1.0]
+        assert seen[-1] == (3, 3)
+        with pytest.raises(WorkError, match=r"frame 1: ValueError: math domain error") as info:
+            executor.map(math.sqrt, [4.0, -1.0, 9.0], labels=["frame 0", "frame 1", "frame 2"])
+        assert isinstance(info.value.error, ValueError)
