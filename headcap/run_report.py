@@ -126,6 +126,17 @@ def _landmarks(report: Report, folder: Path, root: Path) -> None:
         _media(report, path, root, path.name, width=480)
 
 
+@section("export")
+def _export(report: Report, folder: Path, root: Path) -> None:
+    summary = read_json_object_or_none(folder / "summary.json") or {}
+    files = summary.get("files") or {}
+    report.table(["file", "MB", "what"], [[name, f"{info.get('bytes', 0) / 1e6:.2f}", info.get("note", "")]
+                                         for name, info in files.items()])
+    report.text(f"{summary.get('morph_targets', '?')} morph targets, joints {summary.get('joints', '?')}, "
+                f"{summary.get('frames', '?')} frames of animation. Open them with `headcap view` or any glTF "
+                "viewer (docs/export.md).")
+
+
 def _warnings(record: dict, root: Path) -> list[str]:
     out = []
     for step in record.get("steps", []):

@@ -260,7 +260,7 @@ def test_the_whole_chain_tracks_trains_exports_and_reports(chained):
     reports = validate(chained / "export" / "head.glb")
     assert reports[0]["issues"]["numErrors"] == 0, reports[0]["issues"]
     page = (chained / "report.html").read_text()
-    assert page.count("<video") >= 1 and "avatar_eval" in page and "export" in page
+    assert page.count("<video") >= 1 and "avatar_eval" in page and "head.glb" in page and "avatar.glb" in page
 
 
 @pytest.mark.parametrize("kind", ["serial", "local"])
