@@ -68,6 +68,22 @@ class Session:
     def rig_path(self) -> Path | None:
         return None if self.rig is None else self.path(self.rig, "rig")
 
+    def input_files(self, cameras: list[str] | None = None, masks: bool = True, manifest: bool = True,
+                    rig: bool = True) -> tuple[Path, ...]:
+        """The files a stage reading this session depends on (what the runner hashes): the
+        manifest, every frame's image of `cameras` (default: all), the masks that exist, and the rig
+        when there is one."""
+        files = [self.manifest_path] if manifest else []
+        for t in range(self.frame_count):
+            for cam in self.cameras if cameras is None else cameras:
+                files.append(self.image_path(t, cam))
+                mask = self.mask_path(t, cam) if masks else None
+                if mask is not None and mask.is_file():
+                    files.append(mask)
+        if rig and self.rig_path() is not None:
+            files.append(self.rig_path())
+        return tuple(files)
+
     def load_rig(self):
         from headcap.calib.rig_io import read_rig
 

@@ -30,18 +30,7 @@ def session_files(source: Path) -> tuple[Path, ...]:
     from headcap.capture.session import read_session
 
     session = read_session(source)
-    files = [session.manifest_path]
-    for t in range(session.frame_count):
-        for c in session.cameras:
-            files.append(session.image_path(t, c))
-            mask = session.mask_path(t, c)
-            if mask is not None:
-                files.append(mask)
-    rig = session.rig_path()
-    if rig is not None:
-        files.append(rig)
-    files.append(head_params_path(session))
-    return tuple(files)
+    return session.input_files() + (head_params_path(session),)
 
 
 def avatar_train_stage(config, source: Path, name: str = "train") -> Stage:

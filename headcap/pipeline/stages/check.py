@@ -37,13 +37,7 @@ def _inputs(source: Path) -> tuple[Path, ...]:
     from headcap.capture.session import read_session
 
     session = read_session(source)
-    files = []
-    for t, frame in enumerate(session.frames):
-        for cam in session.cameras:
-            files.append(session.image_path(t, cam))
-            mask = session.mask_path(t, cam)
-            if mask is not None and mask.is_file():
-                files.append(mask)
+    files = list(session.input_files(manifest=False, rig=False))
     prior = session.extra.get("rig_prior") or session.rig
     if prior and session.path(prior, "rig").is_file():
         files.append(session.path(prior, "rig"))

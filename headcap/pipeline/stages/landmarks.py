@@ -36,13 +36,7 @@ class LandmarksStageConfig:
 def _session_files(source: Path) -> tuple[Path, ...]:
     from headcap.capture.session import read_session
 
-    session = read_session(source)
-    files = [session.manifest_path] + [session.image_path(t, c) for t in range(session.frame_count)
-                                       for c in session.cameras]
-    rig = session.rig_path()
-    if rig is not None:
-        files.append(rig)
-    return tuple(files)
+    return read_session(source).input_files(masks=False)
 
 
 def landmarks_stage(config: LandmarksStageConfig, source: Path | None = None, name: str = "landmarks",

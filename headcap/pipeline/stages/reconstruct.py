@@ -92,18 +92,7 @@ def geometry_config(config: ReconstructStageConfig):
 def _session_files(source: Path) -> tuple[Path, ...]:
     from headcap.capture.session import read_session
 
-    session = read_session(source)
-    files = [session.manifest_path]
-    for t in range(session.frame_count):
-        for c in session.cameras:
-            files.append(session.image_path(t, c))
-            m = session.mask_path(t, c)
-            if m is not None and m.is_file():
-                files.append(m)
-    rig = session.rig_path()
-    if rig is not None:
-        files.append(rig)
-    return tuple(files)
+    return read_session(source).input_files()
 
 
 def check_session(source: Path):

@@ -200,8 +200,6 @@ def _ground_truth_errors(root: Path, t: int, reg, cloud, registrar) -> dict:
     """On a synthetic session of the same model: vertex error (mm) over the observed outer surface
     (vertices with a cloud point within 1.5 mm of their true position; eyeballs left out: their
     rotation about their centre is not visible in geometry)."""
-    from scipy.spatial import cKDTree
-
     from headcap.core.fileio import read_npz
 
     gt_path = root / "ground_truth" / "vertices.npz"

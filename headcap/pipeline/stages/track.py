@@ -74,13 +74,7 @@ def track_stage(config: TrackStageConfig, session_root: Path, name: str = "track
         raise ValueError(f"track: {session.manifest_path}: field 'rig' missing: tracking needs calibrated cameras "
                          "(run `headcap calibrate`, or ingest with a calibration)")
     root = Path(session.root)
-    files = [session.manifest_path, session.rig_path()]
-    for t in range(session.frame_count):
-        for c in session.cameras[:1] if config.monocular else session.cameras:
-            files.append(session.image_path(t, c))
-            mask = session.mask_path(t, c)
-            if mask is not None:
-                files.append(mask)
+    files = list(session.input_files(cameras=session.cameras[:1] if config.monocular else None))
     extra = {"landmarks": root / "landmarks" / "landmarks2d.npz", "registration": root / "registration" / "meshes.npz"}
     if config.use_landmarks and extra["landmarks"].is_file():
         files.append(extra["landmarks"])
