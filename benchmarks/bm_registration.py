@@ -32,29 +32,9 @@ def studio_cameras(count: int = 16, size: int = 512):
     return rig, centres, focal
 
 
-def synthetic_frames(model, T: int, seed: int = 0):
-    from headcap.studio.motion import euler_to_matrix
-
-    rng = np.random.default_rng(seed)
-    ident = torch.from_numpy(np.clip(rng.normal(0, 0.5, model.num_identity), -2, 2)).float()
-    expr = torch.zeros(T, model.num_expression)
-    recipes = [{"jawOpen": 0.5}, {"mouthSmileLeft": 0.8, "mouthSmileRight": 0.8, "jawOpen": 0.15},
-               {"browInnerUp": 0.6, "mouthFunnel": 0.5, "jawOpen": 0.3}, {"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0}]
-    for t in range(T):
-        for name, value in recipes[t % len(recipes)].items():
-            if name in model.expression_names:
-                expr[t, model.expression_index(name)] = value
-    world = np.tile(np.eye(4), (T, 1, 1))
-    world[:, :3, :3] = euler_to_matrix(rng.uniform(-0.2, 0.2, T), rng.uniform(-0.1, 0.1, T), rng.uniform(-0.05, 0.05, T))
-    world[:, :3, 3] = rng.uniform(-0.01, 0.01, (T, 3))
-    joints = torch.zeros(T, model.num_joints, 3)
-    for j, name in enumerate(model.joint_names):
-        if "eye" in name:
-            joints[:, j, :2] = torch.tensor([0.05, -0.1])
-    with torch.no_grad():
-        out = model.forward(identity=ident[None].expand(T, -1), expression=expr, joint_rotations=joints,
-                            world_from_head=torch.from_numpy(world).float())
-    return out.vertices.double().numpy()
+#: frame t's expression: recipes[t % 4]
+RECIPES = [{"jawOpen": 0.5}, {"mouthSmileLeft": 0.8, "mouthSmileRight": 0.8, "jawOpen": 0.15},
+           {"browInnerUp": 0.6, "mouthFunnel": 0.5, "jawOpen": 0.3}, {"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0}]
 
 
 def main() -> None:
@@ -63,7 +43,7 @@ def main() -> None:
     from headcap.reconstruct.registration import Registrar, RegistrationConfig, load_geometry
     from headcap.reconstruct.registration_fit import fit_faces
     from headcap.reconstruct.registration_rigid import PointCloud
-    from headcap.studio.scan_points import synthetic_scan
+    from headcap.studio.scan_points import posed_frames, synthetic_scan
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--head", default=f"ict:{ICT}")
@@ -82,7 +62,7 @@ def main() -> None:
         _, centres, focal = studio_cameras()
         distance = float(np.median(np.linalg.norm(centres, axis=1)))
         spacing = distance / focal
-        gt = synthetic_frames(model, args.frames)
+        gt = posed_frames(model, [RECIPES[t % len(RECIPES)] for t in range(args.frames)])[0]
         clouds, truth_points = [], []
         for t in range(len(gt)):
             s = synthetic_scan(gt[t], fit_faces(model), centres, np.random.default_rng(100 + t), spacing=spacing,

@@ -29,9 +29,14 @@ from headcap.reconstruct.registration_nonrigid import (NonrigidConfig, nonrigid_
 from headcap.reconstruct.registration_rigid import (PointCloud, icp, multi_start_icp, rigid_from_landmarks)
 
 __all__ = ["RegistrationConfig", "FrameRegistration", "Registrar", "load_geometry", "load_landmarks68",
-           "geometry_paths", "MIN_POINTS"]
+           "geometry_paths", "MIN_POINTS", "TooFewPoints", "filled_frame"]
 
 MIN_POINTS = 200
+
+
+class TooFewPoints(ValueError):
+    """A frame's geometry has fewer usable points than registration needs (the register stage
+    skips such a frame with a warning; other bad geometry is an error)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ def load_geometry(folder: Path, frame: int) -> PointCloud:
     data = read_points(path)
     pts = data["points"]
     if len(pts) < MIN_POINTS:
-        raise ValueError(f"{path}: frame {frame} has {len(pts)} points, fewer than the {MIN_POINTS} registration needs")
+        raise TooFewPoints(f"{path}: frame {frame} has {len(pts)} points, fewer than the {MIN_POINTS} registration needs")
     if "normals" in data:
         normals = data["normals"]
     elif "faces" in data and len(data["faces"]):
@@ -130,7 +135,7 @@ def load_geometry(folder: Path, frame: int) -> PointCloud:
         conf = np.clip(conf / conf.max(), 0.0, 1.0)
     ok &= conf > 0
     if ok.sum() < MIN_POINTS:
-        raise ValueError(f"{path}: frame {frame} has {int(ok.sum())} points with a normal and a positive confidence, "
+        raise TooFewPoints(f"{path}: frame {frame} has {int(ok.sum())} points with a normal and a positive confidence, "
                          f"fewer than the {MIN_POINTS} registration needs")
     return PointCloud(pts[ok], normals[ok] / length[ok, None], conf[ok])
 
@@ -154,6 +159,15 @@ def load_landmarks68(path: Path) -> dict[int, np.ndarray]:
     if ibug.shape != (68,) or ibug.min() < 0 or ibug.max() >= points.shape[1]:
         raise ValueError(f"{path}: field 'ibug68' must hold 68 indices into the {points.shape[1]} points")
     return {int(f): points[t][ibug] for t, f in enumerate(frames)}
+
+
+def filled_frame(source: FrameRegistration, reason: str, source_frame: int) -> FrameRegistration:
+    """A frame that could not be registered: the model fit of a neighbouring frame (`source`,
+    its free-form offsets dropped), confidence 0 everywhere, `reason` in the stats."""
+    return FrameRegistration(np.array(source.fit_vertices, copy=True), np.zeros(len(source.fit_vertices), np.float32),
+                             np.array(source.fit_vertices, copy=True), np.array(source.expression, copy=True),
+                             np.array(source.joint_rotations, copy=True), np.array(source.world_from_head, copy=True),
+                             {"skipped": reason, "filled_from_frame": int(source_frame)})
 
 
 class Registrar:

@@ -2,6 +2,7 @@
 hand to registration, with its faults made to order (tests and benchmarks of registration).
 
     synthetic_scan(vertices, faces, camera_centres, rng, ...) -> ScanPoints
+    posed_frames(model, expressions, seed) -> (vertices [T, V, 3], world_from_head [T, 4, 4])
 
 Points are sampled on the triangles with probability proportional to area (a target spacing
 sets the count), kept where the surface faces at least one camera (a partial view; no
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ScanPoints", "synthetic_scan", "sample_surface", "points_per_pixel_spacing"]
+__all__ = ["ScanPoints", "synthetic_scan", "sample_surface", "points_per_pixel_spacing", "posed_frames"]
 
 
 @dataclass
@@ -75,3 +76,40 @@ def synthetic_scan(vertices: np.ndarray, faces: np.ndarray, camera_centres: np.n
     return ScanPoints(np.concatenate([points, out_p]), np.concatenate([normals, out_n]),
                       np.concatenate([confidence, rng.uniform(0.2, 1.0, k)]),
                       np.concatenate([np.zeros(n, bool), np.ones(k, bool)]))
+
+
+def posed_frames(model, expressions: list[dict[str, float]], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth meshes of a head model (reconstruct.head_model.HeadModel) for registration
+    tests and benchmarks: one seeded identity (N(0, 0.5^2) clipped to +-2), frame t with the
+    expression weights `expressions[t]` (ARKit names; a name the model splits into halves, such
+    as ICT's browInnerUpLeft/Right, sets both; a name the model lacks otherwise is left out), eyes
+    turned a little (joints named 'eye'), and a seeded head pose (yaw +-0.2, pitch +-0.1,
+    roll +-0.05 rad, +-1 cm).
+
+    Returns vertices [T, V, 3] float64 world metres and world_from_head [T, 4, 4] float64."""
+    import torch
+
+    from headcap.studio.motion import euler_to_matrix
+
+    rng = np.random.default_rng(seed)
+    T = len(expressions)
+    names = list(model.expression_names)
+    ident = torch.from_numpy(np.clip(rng.normal(0, 0.5, model.num_identity), -2, 2)).float()
+    expr = torch.zeros(T, model.num_expression)
+    for t, values in enumerate(expressions):
+        for name, value in values.items():
+            for target in ([name] if name in names else [name + "Left", name + "Right"]):
+                if target in names:
+                    expr[t, names.index(target)] = value
+    world = np.tile(np.eye(4), (T, 1, 1))
+    world[:, :3, :3] = euler_to_matrix(rng.uniform(-0.2, 0.2, T), rng.uniform(-0.1, 0.1, T),
+                                       rng.uniform(-0.05, 0.05, T))
+    world[:, :3, 3] = rng.uniform(-0.01, 0.01, (T, 3))
+    joints = torch.zeros(T, model.num_joints, 3)
+    for j, name in enumerate(model.joint_names):
+        if "eye" in name:
+            joints[:, j, :2] = torch.tensor([0.05, -0.1])
+    with torch.no_grad():
+        out = model.forward(identity=ident[None].expand(T, -1), expression=expr, joint_rotations=joints,
+                            world_from_head=torch.from_numpy(world).float())
+    return out.vertices.double().numpy(), world

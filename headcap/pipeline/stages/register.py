@@ -1,7 +1,9 @@
 """The register stage: a head model's template registered to every frame's geometry
 (SESSION/geometry/<t:06d>.ply from `headcap reconstruct`), written to SESSION/registration:
 
-    meshes.npz     vertices [T, V, 3] float32 world metres, faces [F, 3], confidence [T, V], frames [T]
+    meshes.npz     vertices [T, V, 3] float32 world metres, faces [F, 3], confidence [T, V], frames [T],
+                   registered [T] bool (False: the frame's geometry had too few points; it was
+                   skipped with a warning and holds a neighbouring frame's model fit, confidence 0)
     params.npz     identity [Ni], expression [T, Ne], joint_rotations [T, J, 3], world_from_head
                    [T, 4, 4], expression_names, joint_names, head (the model spec)
     summary.json   per frame: how the rigid pose was found, fit residual, observed fraction,
@@ -66,13 +68,35 @@ def check_inputs(source: Path):
     if session.rig_path() is None:
         raise ValueError(f"{session.manifest_path}: field 'rig' is missing: registration needs the session's "
                          "calibrated cameras (run `headcap calibrate` or give the session a rig.json)")
+    from headcap.reconstruct.registration import MIN_POINTS
+
     folder = Path(session.root) / "geometry"
+    few = []
     for entry in session.frames:
         points, surface = geometry_paths(folder, entry.index)
         if not points.is_file() and not surface.is_file():
             raise ValueError(f"{folder}: no geometry for frame {entry.index} (neither {points.name} nor "
                              f"{surface.name}); run `headcap reconstruct SESSION` first")
+        path = points if points.is_file() else surface
+        count = _ply_vertex_count(path)
+        if count is not None and count < MIN_POINTS:
+            few.append(f"{path}: frame {entry.index} has {count} points")
+    if session.frames and len(few) == len(session.frames):
+        raise ValueError(f"{folder}: no frame has enough geometry to register (at least {MIN_POINTS} points): "
+                         + "; ".join(few))
     return session
+
+
+def _ply_vertex_count(path: Path) -> int | None:
+    """The vertex count in a PLY file's header (None when the header does not say)."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    end = head.find(b"end_header")
+    for line in head[:end if end >= 0 else len(head)].decode("ascii", errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[:2] == ["element", "vertex"] and parts[2].isdigit():
+            return int(parts[2])
+    return None
 
 
 def register_stage(config: RegisterStageConfig, source: Path, name: str = "registration") -> Stage:
@@ -115,7 +139,7 @@ def _frame_record(path: Path):
 def register_into(ctx: StageContext, source: Path) -> dict:
     from headcap.core.fileio import read_npz
     from headcap.reconstruct.head_loaders import load_head_model
-    from headcap.reconstruct.registration import Registrar, load_geometry, load_landmarks68
+    from headcap.reconstruct.registration import Registrar, filled_frame, load_geometry, load_landmarks68
 
     config: RegisterStageConfig = ctx.config
     session = check_inputs(source)
@@ -133,20 +157,26 @@ def register_into(ctx: StageContext, source: Path) -> dict:
     work = ctx.work_dir
     (work / "frames").mkdir(exist_ok=True)
 
+    skipped = skipped_frames(geometry, frames)
+    for f, reason in skipped.items():
+        ctx.console.print(f"  [yellow]warning[/]: frame {f} skipped ({reason}); it gets a neighbouring frame's "
+                          "model fit and confidence 0")
+    good = [f for f in frames if f not in skipped]
+
     ident_path = work / "identity.npz"
     if ident_path.is_file():
         identity = read_npz(ident_path)["identity"]
     else:
-        keys = sorted(set(np.linspace(0, T - 1, min(config.keyframes, T)).round().astype(int).tolist()))
+        picks = np.linspace(0, len(good) - 1, min(config.keyframes, len(good))).round().astype(int).tolist()
+        keys = [good[k] for k in sorted(set(picks))]
         with ctx.progress("identity", len(keys)) as update:
             clouds = []
             for i, k in enumerate(keys):
-                clouds.append(load_geometry(geometry, frames[k]))
+                clouds.append(load_geometry(geometry, k))
                 update(i + 1)
-            fit = registrar.estimate_identity(clouds, [landmarks.get(frames[k]) for k in keys])
+            fit = registrar.estimate_identity(clouds, [landmarks.get(k) for k in keys])
         identity = fit.identity
-        _write_npz(ident_path, identity=identity, keyframes=np.array([frames[k] for k in keys]),
-                   world_from_head=fit.world_from_head)
+        _write_npz(ident_path, identity=identity, keyframes=np.array(keys), world_from_head=fit.world_from_head)
     ident_data = read_npz(ident_path)
     key_poses = dict(zip(ident_data["keyframes"].tolist(), ident_data["world_from_head"]))
 
@@ -156,7 +186,9 @@ def register_into(ctx: StageContext, source: Path) -> dict:
         previous = None
         for t, f in enumerate(frames):
             path = work / "frames" / f"{f:06d}.npz"
-            if path.is_file():
+            if f in skipped:
+                results.append(None)
+            elif path.is_file():
                 previous = _frame_record(path)
                 done += 1
             else:
@@ -169,15 +201,22 @@ def register_into(ctx: StageContext, source: Path) -> dict:
                            fit_vertices=previous.fit_vertices, expression=previous.expression,
                            joint_rotations=previous.joint_rotations, world_from_head=previous.world_from_head,
                            stats=np.array(json.dumps(stats)))
-            results.append(previous)
+            if f not in skipped:
+                results.append(previous)
             update(t + 1, description=f"register {f:06d}")
     if done:
         ctx.console.print(f"  {done} of {T} frames taken from checkpoints")
+    registered = np.array([r is not None for r in results])
+    for t in np.flatnonzero(~registered):
+        # the nearest registered frame before it, else the nearest after it
+        before = [s for s in range(t) if registered[s]]
+        source = before[-1] if before else next(s for s in range(t + 1, T) if registered[s])
+        results[t] = filled_frame(results[source], skipped[frames[t]], frames[source])
 
     faces = registrar.faces.astype(np.int32)
     _write_npz(work / "meshes.npz", vertices=np.stack([r.vertices for r in results]).astype(np.float32),
                faces=faces, confidence=np.stack([r.confidence for r in results]).astype(np.float32),
-               frames=np.array(frames, np.int64))
+               frames=np.array(frames, np.int64), registered=registered)
     _write_npz(work / "params.npz", identity=identity, expression=np.stack([r.expression for r in results]),
                joint_rotations=np.stack([r.joint_rotations for r in results]),
                world_from_head=np.stack([r.world_from_head for r in results]),
@@ -186,14 +225,31 @@ def register_into(ctx: StageContext, source: Path) -> dict:
     pictures = _pictures(ctx, session, rig, results, frames, registrar, config)
     per_frame = [{"frame": f, **r.stats} for f, r in zip(frames, results)]
     summary = {"frames": T, "head": config.head, "vertices": model.num_vertices, "method": config.method,
-               "landmarks": bool(landmarks), "per_frame": per_frame, "pictures": pictures}
+               "landmarks": bool(landmarks), "per_frame": per_frame, "pictures": pictures,
+               "skipped_frames": sorted(skipped)}
     errs = [p["error_mm_median"] for p in per_frame if p.get("error_mm_median") is not None]
     if errs:
         summary["error_mm_median"] = float(np.median(errs))
         summary["error_mm_p95_max"] = float(max(p["error_mm_p95"] for p in per_frame if "error_mm_p95" in p))
     write_json(work / "summary.json", summary)
-    keys = ("frames", "error_mm_median", "error_mm_p95_max")
+    keys = ("frames", "error_mm_median", "error_mm_p95_max", "skipped_frames")
     return {k: summary[k] for k in keys if k in summary}
+
+
+def skipped_frames(geometry: Path, frames: list[int]) -> dict[int, str]:
+    """{frame: why} for the frames whose geometry has too few usable points (registration skips
+    them); ValueError when that is every frame (naming each), or when a file cannot be read."""
+    from headcap.reconstruct.registration import TooFewPoints, load_geometry
+
+    out = {}
+    for f in frames:
+        try:
+            load_geometry(geometry, f)
+        except TooFewPoints as exc:
+            out[f] = str(exc)
+    if len(out) == len(frames):
+        raise ValueError(f"{geometry}: no frame has enough geometry to register: " + "; ".join(out.values()))
+    return out
 
 
 def _ground_truth_errors(root: Path, t: int, reg, cloud, registrar) -> dict:
