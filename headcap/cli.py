@@ -13,7 +13,7 @@ import sys
 import traceback
 import warnings
 
-COMMANDS = ["demo", "run", "batch", "synth", "rig", "calibrate", "landmarks", "ingest", "doctor", "export", "view", "track", "stabilize", "avatar", "speak", "reconstruct", "register", "models"]
+COMMANDS = ["demo", "run", "batch", "synth", "rig", "calibrate", "landmarks", "ingest", "doctor", "export", "view", "track", "stabilize", "avatar", "speak", "reconstruct", "register", "models", "train_registration"]
 
 #: longest error line printed (a value's repr can be megabytes long)
 MAX_MESSAGE = 2000

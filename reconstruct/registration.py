@@ -23,7 +23,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from headcap.reconstruct.head_model import HeadModel
-from headcap.reconstruct.registration_fit import FitConfig, FitResult, fit_head_model, fit_vertex_mask
+from headcap.reconstruct.registration_fit import (FitConfig, FitResult, absorbed_points, fit_head_model,
+                                                  fit_vertex_mask)
 from headcap.reconstruct.registration_nonrigid import (NonrigidConfig, nonrigid_refine, uniform_laplacian,
                                                        vertex_normals_np)
 from headcap.reconstruct.registration_rigid import (PointCloud, icp, multi_start_icp, rigid_from_landmarks)
@@ -41,8 +42,9 @@ class TooFewPoints(ValueError):
 
 @dataclass(frozen=True)
 class RegistrationConfig:
-    method: Literal["classic"] = "classic"
-    """Registration method: classic (model fit + Laplacian offsets). A learned one is planned."""
+    method: Literal["classic", "learned"] = "classic"
+    """Registration method: classic (model fit to the frame's geometry + Laplacian offsets) or learned (a
+    multi-view network from the calibrated images; no geometry needed; see docs/learned_registration.md)."""
     keyframes: int = 4
     """Frames (evenly spaced) on which the shared identity is estimated."""
     points: int = 4000
@@ -61,9 +63,8 @@ class RegistrationConfig:
     """Seed of the point subsampling."""
 
     def __post_init__(self):
-        if self.method != "classic":
-            raise ValueError(f"register: field 'method' must be 'classic' (the learned method is not built yet), "
-                             f"got {self.method!r}")
+        if self.method not in ("classic", "learned"):
+            raise ValueError(f"register: field 'method' must be 'classic' or 'learned', got {self.method!r}")
         for name in ("keyframes", "points", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -228,7 +229,12 @@ class Registrar:
         fit_vertices = fit.vertices[0]
         stats = {"rigid": how, "fit_rms_mm": float(fit.rms_mm[0]), "fit_matched": float(fit.matched[0])}
         if self.config.nonrigid_rounds > 0:
-            nr = nonrigid_refine(fit_vertices, self.faces, self.active, cloud, self.config.nonrigid(), self.laplacian)
+            target = cloud
+            if self.config.fit().interior != "ignore":  # points on teeth, eyelashes, ... pull no outer vertex
+                keep = ~absorbed_points(cloud.points, fit_vertices, self.model)
+                target = PointCloud(cloud.points[keep], cloud.normals[keep], cloud.confidence[keep])
+                stats["absorbed_fraction"] = float(1 - keep.mean())
+            nr = nonrigid_refine(fit_vertices, self.faces, self.active, target, self.config.nonrigid(), self.laplacian)
             vertices, confidence = nr.vertices, nr.confidence
             dist = nr.distance[nr.observed]
             stats.update(observed_fraction=float(nr.observed[self.active].mean()),

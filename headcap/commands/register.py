@@ -39,6 +39,8 @@ def run(args) -> int:
     kind, sep, path = str(fields.get("head", "")).partition(":")
     if sep and path:
         fields["head"] = f"{kind}:{Path(path).resolve()}"
+    if fields.get("weights"):
+        fields["weights"] = str(Path(fields["weights"]).resolve())
     config = config_from_args(RegisterStageConfig, args, **fields)
     session = read_session(args.session)
     stage = register_stage(config, source=Path(args.session))

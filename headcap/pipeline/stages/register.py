@@ -39,6 +39,8 @@ class RegisterStageConfig(RegistrationConfig):
     """Head model spec: default | ict:PATH | flame:PATH | npz:PATH (as for `headcap synth --head`)."""
     overlays: int = 4
     """Frames (evenly spaced) that get an overlay PNG (and a heat-map on synthetic sessions)."""
+    weights: str = ""
+    """Learned method: network weights (.safetensors from `headcap train-registration`); empty: the shipped ones."""
 
 
 def _write_npz(path: Path, **arrays) -> None:
@@ -100,6 +102,10 @@ def _ply_vertex_count(path: Path) -> int | None:
 
 
 def register_stage(config: RegisterStageConfig, source: Path, name: str = "registration") -> Stage:
+    if config.method == "learned":
+        from headcap.pipeline.stages.register_learned import learned_register_stage
+
+        return learned_register_stage(config, source, name)
     session = check_inputs(source)
     root = Path(session.root)
     frames = [f.index for f in session.frames]
