@@ -31,22 +31,32 @@ class HeadParams:
         return int(self.world_from_head.shape[0])
 
 
-def head_params_path(session) -> Path:
-    """SESSION/tracking/params.npz if present, else the synthetic ground truth; ValueError if neither."""
+HEAD_PARAMS = ("auto", "tracking", "ground_truth")
+
+
+def head_params_path(session, source: str = "auto") -> Path:
+    """The head-model parameters a session offers. source "auto": SESSION/tracking/params.npz if
+    present, else a synthetic session's ground truth; "tracking" / "ground_truth": only that one.
+    ValueError naming the session when what is asked for is missing."""
+    if source not in HEAD_PARAMS:
+        raise ValueError(f"head_params: expected one of {HEAD_PARAMS}, got {source!r}")
     tracked = Path(session.root) / "tracking" / "params.npz"
-    if tracked.is_file():
+    if source != "ground_truth" and tracked.is_file():
         return tracked
     gt = session.extra.get("ground_truth") if isinstance(session.extra, dict) else None
-    if gt:
+    if gt and source != "tracking":
         path = session.path(f"{gt}/params.npz", "extra.ground_truth")
         if path.is_file():
             return path
-    raise ValueError(f"{session.manifest_path}: no head-model parameters: neither tracking/params.npz "
-                     "(run tracking) nor a synthetic ground_truth/params.npz")
+    wanted = {"auto": "neither tracking/params.npz (run `headcap track`) nor a synthetic ground_truth/params.npz",
+              "tracking": "no tracking/params.npz (run `headcap track`)",
+              "ground_truth": "no synthetic ground_truth/params.npz"}[source]
+    raise ValueError(f"{session.manifest_path}: no head-model parameters ({source}): {wanted}")
 
 
 def model_spec_for(session, params_path: Path | None = None, override: str | None = None) -> str:
-    """Head model spec: `override`, else the params file's `head_model_spec`, else the session's
+    """Head model spec: `override`, else the params file's `head_model_spec` (or `head_spec`, as
+    the tracking stage writes it), else the session's
     extra.head_model_spec, else "default"."""
     if override:
         return override
@@ -54,8 +64,9 @@ def model_spec_for(session, params_path: Path | None = None, override: str | Non
         from headcap.core.fileio import read_npz
 
         data = read_npz(params_path)
-        if "head_model_spec" in data:
-            return str(np.asarray(data["head_model_spec"]).reshape(-1)[0])
+        for key in ("head_model_spec", "head_spec"):  # ground truth's name, the tracking stage's name
+            if key in data:
+                return str(np.asarray(data[key]).reshape(-1)[0])
     extra = session.extra if isinstance(session.extra, dict) else {}
     return str(extra.get("head_model_spec") or "default")
 

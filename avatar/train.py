@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ class TrainConfig:
     """The last N frames are held out (self-reenactment test)."""
     head: str | None = None
     """Head model spec (default | ict:PATH | ...); default: the parameters' or the session's own."""
+    head_params: Literal["auto", "tracking", "ground_truth"] = "auto"
+    """Per-frame head-model parameters to train on: auto (SESSION/tracking/params.npz when tracking
+    has run, else a synthetic session's ground truth), tracking, or ground_truth (only when asked)."""
     sh_degree: int = 1
     """Highest SH degree (0-3); bands are switched on every `sh_increase_every` iterations."""
     sh_increase_every: int = 1000
@@ -94,6 +97,9 @@ class TrainConfig:
     """Adaptive density control (avatar.density.DensityConfig)."""
 
     def __post_init__(self):
+        if self.head_params not in ("auto", "tracking", "ground_truth"):
+            raise ValueError(f"avatar train: field 'head_params' must be auto, tracking or ground_truth, "
+                             f"got {self.head_params!r}")
         for name, low in (("iterations", 0), ("holdout_count", 0), ("holdout_frames", 0), ("sh_increase_every", 1),
                           ("per_triangle", 1), ("checkpoint_every", 1), ("seed", 0)):
             value = getattr(self, name)
@@ -204,7 +210,7 @@ def _prepare(session_dir: Path, config: TrainConfig) -> TrainSetup:
 
     session = read_session(session_dir)
     rig = session.load_rig()
-    params_path = head_params_path(session)
+    params_path = head_params_path(session, config.head_params)
     spec = model_spec_for(session, params_path, config.head)
     model = load_head_model(spec)
     params = read_head_params(params_path, model)

@@ -4,7 +4,7 @@
 |---|---|---|---|
 | videos | folder of per-camera videos `<cam>.mp4` | file stems | `--calibration` |
 | images | folder of per-camera image folders `<cam>/*.png` | folder names | `--calibration` |
-| nersemble | v2 sequence `<p>/sequences/<seq>/images/cam_<serial>.mp4`, or v1 sequence `<seq>/frame_<t>/images*/cam_<serial>.png` (+ `alpha_map*/`) | serials | `<p>/calibration/camera_params.json` or `<p>/camera_params.json` |
+| nersemble | v2 sequence `<p>/sequences/<seq>/images/cam_<serial>.mp4`, or v1 sequence `<seq>/[timesteps/]frame_<t>/images*/cam_<serial>.png` (+ `alpha_map*/`) | serials | `<p>/calibration/camera_params.json` or `<p>/camera_params.json` |
 | nerfstudio | folder with `transforms.json` | frame `camera_id` or image stem | the transforms themselves |
 | monocular | one video file | `cam00` | metadata focal length or a field-of-view guess |
 
@@ -182,10 +182,12 @@ def discover_nersemble(src: Path, sequence: str | None = None) -> Source:
             if plate.is_file():
                 cs.background = [plate]
     else:
-        frames = sorted((p for p in src.iterdir() if p.is_dir() and re.fullmatch(r"frame_\d+", p.name)),
+        # the v1 release nests the frames in `timesteps/` (`<seq>/timesteps/frame_00000/images-2x/`)
+        holder = src / "timesteps" if (src / "timesteps").is_dir() else src
+        frames = sorted((p for p in holder.iterdir() if p.is_dir() and re.fullmatch(r"frame_\d+", p.name)),
                         key=lambda p: int(p.name[6:]))
         if not frames:
-            raise ValueError(f"{src}: neither images/cam_*.mp4 (v2) nor frame_*/ folders (v1) found")
+            raise ValueError(f"{src}: neither images/cam_*.mp4 (v2) nor [timesteps/]frame_*/ folders (v1) found")
         image_dir = next((d.name for d in sorted(frames[0].iterdir()) if d.is_dir() and d.name.startswith("images")), None)
         alpha_dir = next((d.name for d in sorted(frames[0].iterdir()) if d.is_dir() and d.name.startswith("alpha_map")), None)
         if image_dir is None:

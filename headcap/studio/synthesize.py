@@ -90,6 +90,9 @@ class StudioConfig:
     """Torch/OpenMP threads while rendering (views are small; 1 avoids oversubscription)."""
     name: str = ""
     """Session name recorded in session.json (default: synth_seed<SEED>)."""
+    lens_distortion: bool = True
+    """Give the rig cameras OpenCV lens distortion (False: ideal pinhole cameras, as undistorted
+    datasets such as NeRSemble ship; the random draws are the same either way)."""
 
     def __post_init__(self):
         for field_name, low in (("cameras", 1), ("frames", 1), ("resolution", 16), ("calib_frames", 0), ("threads", 1)):
@@ -352,6 +355,8 @@ def _build_scene(config: StudioConfig, model, texture) -> dict:
         cam_from_world = poses[:, None]
     else:
         rig = studio_rig(RigLayoutConfig(num_cameras=config.cameras, width=config.resolution, height=config.resolution), rng_rig)
+        if not config.lens_distortion:
+            rig = Rig.from_list([c.undistorted() for c in rig], where="studio rig")
         cam_from_world = np.broadcast_to(np.stack([c.cam_from_world for c in rig]), (T, len(rig), 4, 4)).copy()
     rng_bg = stream(config.seed, "backdrop")
     backgrounds = {c.id: backdrop(c.height, c.width, rng_bg) for c in rig}

@@ -24,18 +24,18 @@ TRAIN_OUTPUTS = ("gaussians.ply", "binding.npz", "avatar.json", "metrics.json", 
                  "self_reenactment.png")
 
 
-def session_files(source: Path) -> tuple[Path, ...]:
+def session_files(source: Path, head_params: str = "auto") -> tuple[Path, ...]:
     """The files a session-reading stage depends on: manifest, images, masks, rig, head parameters."""
     from headcap.avatar.avatar_data import head_params_path
     from headcap.capture.session import read_session
 
     session = read_session(source)
-    return session.input_files() + (head_params_path(session),)
+    return session.input_files() + (head_params_path(session, head_params),)
 
 
 def avatar_train_stage(config, source: Path, name: str = "train") -> Stage:
     source = Path(source)
-    files = session_files(source)
+    files = session_files(source, config.head_params)
 
     def run(ctx: StageContext) -> dict:
         return train_into(ctx, source)
@@ -60,8 +60,9 @@ def train_into(ctx: StageContext, source: Path) -> dict:
     config = ctx.config
     tic = time.perf_counter()
     setup = prepare(source, config)
-    ctx.console.print(f"  head model {setup.model_spec!r}; training cameras {len(setup.train_cameras)}, frames "
-                      f"{len(setup.train_frames)}; held out cameras {setup.held_cameras}, frames {setup.held_frames}")
+    ctx.console.print(f"  head model {setup.model_spec!r}, parameters {setup.params.source}; training cameras "
+                      f"{len(setup.train_cameras)}, frames {len(setup.train_frames)}; held out cameras "
+                      f"{setup.held_cameras}, frames {setup.held_frames}")
     with ctx.progress("train", config.iterations) as update:
         result = train_avatar(setup, ctx.work_dir, config,
                               progress=lambda done, total, loss: update(done) if done % 10 == 0 or done == total else None)
@@ -80,7 +81,8 @@ def train_into(ctx: StageContext, source: Path) -> dict:
                / max(result.seconds, 1e-9), "stage_seconds": time.perf_counter() - tic,
                "head_params": str(setup.params.source), "holdout": holdout}
     save_avatar(ctx.work_dir, avatar, extra={"holdout": holdout, "session": str(Path(source).resolve()),
-                                             "head_params": str(setup.params.source)})
+                                             "head_params": str(setup.params.source),
+                                             "head_params_source": config.head_params})
     if result.tracking is not None:
         from headcap.studio.writer import write_npz
 
@@ -113,7 +115,8 @@ class AvatarEvalConfig:
 def avatar_eval_stage(config: AvatarEvalConfig, avatar_dir: Path, source: Path, cross: Path | None = None,
                       name: str = "eval") -> Stage:
     avatar_dir, source = Path(avatar_dir), Path(source)
-    files = (avatar_dir / "gaussians.ply", avatar_dir / "binding.npz", avatar_dir / "avatar.json") + session_files(source)
+    files = (avatar_dir / "gaussians.ply", avatar_dir / "binding.npz", avatar_dir / "avatar.json") + \
+        session_files(source, _trained_on(avatar_dir))
     if cross is not None:
         from headcap.avatar.avatar_data import head_params_path
         from headcap.capture.session import read_session
@@ -127,6 +130,16 @@ def avatar_eval_stage(config: AvatarEvalConfig, avatar_dir: Path, source: Path, 
     outputs = ("metrics.json", "novel_view.png", "self_reenactment.png")
     return Stage(name=name, run=run, config=config, files=files, outputs=outputs, code=CODE,
                  description="novel-view, self- and cross-reenactment renders and scores")
+
+
+def _trained_on(avatar_dir: Path) -> str:
+    """The head-parameter choice (auto | tracking | ground_truth) the avatar was trained with."""
+    from headcap.core.fileio import read_json
+
+    path = Path(avatar_dir) / "avatar.json"
+    meta = read_json(path) if path.is_file() else {}
+    source = meta.get("head_params_source", "auto") if isinstance(meta, dict) else "auto"
+    return source if source in ("auto", "tracking", "ground_truth") else "auto"
 
 
 def eval_into(ctx: StageContext, avatar_dir: Path, source: Path, cross: Path | None) -> dict:
@@ -143,7 +156,7 @@ def eval_into(ctx: StageContext, avatar_dir: Path, source: Path, cross: Path | N
     avatar = load_avatar(avatar_dir)
     session = read_session(source)
     rig = session.load_rig()
-    params = read_head_params(head_params_path(session), avatar.model)
+    params = read_head_params(head_params_path(session, _trained_on(avatar_dir)), avatar.model)
     frames = list(range(min(params.frames, session.frame_count)))
     hold = meta.get("holdout", {}) if isinstance(meta, dict) else {}
     held_cams = [c.strip() for c in config.holdout.split(",")] if config.holdout else list(hold.get("cameras", []))

@@ -1,0 +1,110 @@
+"""A NeRSemble-layout dataset end to end: synth -> NeRSemble v1 layout -> ingest -> track (ICT
+head, no ground truth) -> Gaussian avatar trained on that tracking with held-out cameras.
+
+    python benchmarks/bm_nersemble.py [--cameras 8] [--resolution 128] [--frames 5] [--first 80]
+        [--per-frame 25] [--global 15] [--holdout 3] [--holdout-frames 1] [--avatar-iterations 1500]
+        [--distortion] [--work /tmp/bm_nersemble] [--json out.json] [--skip-avatar]
+
+Every step runs through the user-facing commands (`headcap ingest` functions, `headcap track`,
+`headcap avatar train`); only the scoring of the tracking reads the studio's ground truth
+(headcap.studio.nersemble.score_tracking). Prints one JSON line per step and a summary; no
+assertions on time. With --distortion the studio cameras are distorted and the writer
+undistorts the images (as NeRSemble ships them); without it the dataset holds the studio's
+pixels unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+ICT = "/work/shared/data/ict_facekit/ict_facekit_light_model.npz"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cameras", type=int, default=8)
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--first", type=int, default=80)
+    p.add_argument("--per-frame", type=int, default=25)
+    p.add_argument("--global", dest="global_", type=int, default=15)
+    p.add_argument("--holdout", type=int, default=3, help="cameras held out of avatar training")
+    p.add_argument("--holdout-frames", type=int, default=1)
+    p.add_argument("--avatar-iterations", type=int, default=1500)
+    p.add_argument("--distortion", action="store_true")
+    p.add_argument("--ict", default=ICT)
+    p.add_argument("--work", type=Path, default=Path("/tmp/bm_nersemble"))
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--skip-avatar", action="store_true")
+    args = p.parse_args()
+
+    from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
+    from headcap.cli import main as cli
+    from headcap.core.fileio import read_json
+    from headcap.studio.nersemble import score_tracking, write_nersemble
+    from headcap.studio.synthesize import StudioConfig, synthesize_session
+
+    head = f"ict:{args.ict}"
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    report: dict = {"cameras": args.cameras, "resolution": args.resolution, "frames": args.frames,
+                    "distortion": args.distortion, "head": head}
+
+    def step(name: str, **values) -> None:
+        report[name] = values
+        print(json.dumps({name: values}), flush=True)
+
+    tic = time.perf_counter()
+    synthesize_session(StudioConfig(cameras=args.cameras, frames=args.frames, resolution=args.resolution,
+                                    calib_frames=0, head=head, seed=args.seed, lens_distortion=args.distortion),
+                       work / "studio")
+    step("synth", seconds=round(time.perf_counter() - tic, 1))
+
+    tic = time.perf_counter()
+    dataset = write_nersemble(work / "studio", work / "nersemble")
+    step("write_nersemble", seconds=round(time.perf_counter() - tic, 1), sequence=str(dataset.sequence))
+
+    tic = time.perf_counter()
+    session = ingest(dataset.participant, work / "session", IngestConfig(sequence=dataset.sequence.name, colour="none"),
+                     IngestHooks(log=lambda m: None, progress=False))
+    step("ingest", seconds=round(time.perf_counter() - tic, 1), cameras=session.cameras, frames=session.frame_count)
+
+    tic = time.perf_counter()
+    rc = cli(["track", str(work / "session"), "--head", head, "--first-frame-iterations", str(args.first),
+              "--frame-iterations", str(args.per_frame), "--global-iterations", str(args.global_), "--no-overlay"])
+    seconds = time.perf_counter() - tic
+    if rc != 0:
+        raise SystemExit(f"headcap track failed ({rc})")
+    scores = score_tracking(work / "session" / "tracking", work / "studio",
+                            {s: c for c, s in dataset.serials.items()})
+    step("track", seconds=round(seconds, 1), frames_per_second=round(args.frames / seconds, 4),
+         iterations=[args.first, args.per_frame, args.global_], **{k: round(v, 3) for k, v in scores.items()})
+
+    if not args.skip_avatar:
+        # held-out cameras spread over the rig (the middle of each third), by serial
+        serials = session.cameras
+        held = [serials[(2 * i + 1) * len(serials) // (2 * args.holdout)] for i in range(args.holdout)]
+        tic = time.perf_counter()
+        rc = cli(["avatar", "train", str(work / "session"), "--out", str(work / "avatar"), "--holdout", ",".join(held),
+                  "--holdout-frames", str(args.holdout_frames), "--iterations", str(args.avatar_iterations),
+                  "--checkpoint-every", "250"])
+        if rc != 0:
+            raise SystemExit(f"headcap avatar train failed ({rc})")
+        metrics = read_json(work / "avatar" / "train" / "metrics.json")
+        novel, reenact = metrics["novel_view"], metrics["self_reenactment"]
+        step("avatar", seconds=round(time.perf_counter() - tic, 1), held_out_cameras=held,
+             head_params=metrics["head_params"], iterations=metrics["iterations"], gaussians=metrics["gaussians"],
+             novel_view_psnr_db=novel.get("psnr_db"), novel_view_ssim=novel.get("ssim"),
+             self_reenactment_psnr_db=reenact.get("psnr_db"), self_reenactment_ssim=reenact.get("ssim"),
+             novel_view=novel, self_reenactment=reenact)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
