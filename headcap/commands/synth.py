@@ -21,6 +21,10 @@ def register(subparsers) -> None:
                     "The same seed gives bit-identical files.")
     parser.add_argument("--out", type=Path, required=True, help="session folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier synthetic session")
+    parser.add_argument("--nersemble", type=Path, default=None, metavar="DIR",
+                        help="also write the session as a NeRSemble v1 dataset into DIR (a new folder): "
+                             "DIR/000/calibration/camera_params.json and DIR/000/sequences/EXP-1-head/timesteps/"
+                             "frame_XXXXX/images-2x|alpha_map/cam_<serial>.png (headcap.studio.nersemble)")
     add_config_arguments(parser, StudioConfig)
     parser.set_defaults(handler=_run)
 
@@ -53,4 +57,10 @@ def _run(args) -> int:
           f"head {session.extra['head_model']!r}, board {session.extra['board']} in {elapsed:.1f} s "
           f"(render {result.timings['render']:.1f} s, calibration {result.timings['calibration']:.1f} s)")
     print(f"contact sheet: {result.root / 'contact_sheet.png'}")
+    if args.nersemble is not None:
+        from headcap.studio.nersemble import write_nersemble
+
+        dataset = write_nersemble(result.root, args.nersemble)
+        print(f"NeRSemble v1 dataset: {dataset.sequence} (camera serials {', '.join(dataset.serials.values())}; "
+              f"ingest with `headcap ingest {dataset.participant} --sequence {dataset.sequence.name} --out SESSION`)")
     return 0

@@ -70,3 +70,19 @@ def test_bad_arguments_are_refused(pair, tmp_path):
         write_nersemble(pair / "pinhole", tmp_path / "a", scale=0)
     with pytest.raises(ValueError, match="sequence"):
         write_nersemble(pair / "pinhole", tmp_path / "b", sequence="../up")
+
+
+def test_synth_command_writes_a_dataset_that_ingest_reads(tmp_path):
+    """`headcap synth --nersemble DIR` then `headcap ingest DIR/000 --sequence EXP-1-head`."""
+    from headcap.capture.session import read_session
+    from headcap.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "s"), "--cameras", "3", "--frames", "2", "--resolution", "48",
+                 "--calib-frames", "0", "--no-lens-distortion", "--nersemble", str(tmp_path / "ns")]) == 0
+    assert main(["ingest", str(tmp_path / "ns" / "000"), "--sequence", "EXP-1-head", "--out", str(tmp_path / "i"),
+                 "--colour", "none"]) == 0
+    session = read_session(tmp_path / "i")
+    assert session.cameras == ["220700191", "221501007", "222200036"] and session.frame_count == 2
+    assert session.mask_path(1, "222200036").is_file()
+    assert main(["synth", "--out", str(tmp_path / "m"), "--monocular", "--frames", "1", "--resolution", "32",
+                 "--calib-frames", "0", "--nersemble", str(tmp_path / "mn")]) == 2  # NeRSemble is a rig
