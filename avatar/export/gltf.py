@@ -53,6 +53,8 @@ class MeshExport:
     frames: int
     bytes: int
     dropped_skin_weight: float  # largest weight left out by the MAX_INFLUENCES limit (0 when none)
+    arkit_residual_mm: float | None = None  # ARKit clip of a PCA model: largest vertex error of the
+    # morph weights' fit to the tracked expression + baked joints, over frames (None: no such clip)
 
 
 def vertex_layout(model) -> VertexLayout:
@@ -163,7 +165,7 @@ def _encode_png(image: np.ndarray) -> bytes:
 
 def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | None = None,
                     identity: np.ndarray | None = None, texture: np.ndarray | None = None,
-                    splats=None, name: str = "headcap_head") -> MeshExport:
+                    splats=None, name: str = "headcap_head", arkit_map=None) -> MeshExport:
     """Write the head model as a .glb (module docstring).
 
     model: a HeadModel; sequence: the tracked parameters (its identity is used unless `identity`
@@ -172,6 +174,10 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
     splats: an avatar.export.splat_rig.BoundSplats: write the Gaussians instead of the triangle
     mesh, as a KHR_gaussian_splatting POINTS primitive skinned and morphed like the vertex each
     Gaussian is bound to (docs/export.md says which viewers animate it).
+    arkit_map: an avatar.export.arkit_map.ArkitMap fitted to this (PCA, e.g. FLAME) model: write the
+    52 ARKit targets it defines instead of the PCA modes (the jaw / gaze shapes with their joint
+    rotation baked into the offsets), and the sequence's expression + jaw / eye rotations as ARKit
+    weights (bounded least squares; those joints stay at rest in the clip).
     """
     if identity is None and sequence is not None:
         identity = sequence.identity
@@ -198,10 +204,17 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
         attributes = splat_attributes(builder, splats.canonical)
         doc["extensionsUsed"] = ["KHR_gaussian_splatting"]
 
-    target_names = list(model.expression_names)
-    basis = model.expression_basis.detach().cpu().double().numpy()
+    if arkit_map is None:
+        target_names = list(model.expression_names)
+        basis = model.expression_basis.detach().cpu().double().numpy()
+    else:
+        from headcap.avatar.export.arkit_map import arkit_targets
+
+        target_names = list(arkit_map.names)
+        basis = arkit_targets(model, arkit_map, identity)
+    num_expression = len(target_names)
     targets = [{"POSITION": builder.accessor(basis[e][vmap].astype(np.float32), target=ARRAY_BUFFER, min_max=True)}
-               for e in range(model.num_expression)]
+               for e in range(num_expression)]
     correctives = None
     if model.pose_correctives is not None and model.pose_correctives.shape[0] > 0:
         correctives = model.pose_correctives.detach().cpu().double().numpy()
@@ -237,8 +250,15 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
     doc["meshes"] = [mesh]
 
     expression = rotations = None
+    arkit_residual = None
     if sequence is not None:
         expression, rotations = sequence_for_model(sequence, model)
+        if arkit_map is not None:
+            from headcap.avatar.export.arkit_map import arkit_weights
+
+            expression, rotations, worst = arkit_weights(model, arkit_map, expression, rotations, identity,
+                                                         targets=basis)
+            arkit_residual = float(1e3 * worst.max())
 
     nodes = [{"name": name, "mesh": 0}]
     world = {"name": "world_from_head", "children": []}
@@ -274,9 +294,9 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
     if targets:
         weights0 = np.zeros(len(targets))
         if expression is not None:
-            weights0[: model.num_expression] = expression[0]
+            weights0[:num_expression] = expression[0]
             if correctives is not None:
-                weights0[model.num_expression:] = _pose_feature(rotations[:1])[0]
+                weights0[num_expression:] = _pose_feature(rotations[:1])[0]
         nodes[0]["weights"] = [float(w) for w in weights0]
     if not world["children"]:
         del world["children"]
@@ -286,12 +306,12 @@ def export_head_glb(model, path: str | os.PathLike, *, sequence: HeadSequence | 
 
     if sequence is not None:
         _add_animation(builder, sequence, expression, rotations, correctives is not None, joint_nodes,
-                       len(targets), model.num_expression)
+                       len(targets), num_expression)
 
     data = builder.glb()
     write_glb_bytes(path, data)
     return MeshExport(Path(path), len(vmap), 0 if layout is None else len(layout.indices), target_names, list(model.joint_names),
-                      0 if sequence is None else sequence.num_frames, len(data), dropped)
+                      0 if sequence is None else sequence.num_frames, len(data), dropped, arkit_residual)
 
 
 def _add_material(builder: GltfBuilder, model, texture, layout: VertexLayout) -> int:

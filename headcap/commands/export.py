@@ -38,6 +38,13 @@ def register(subparsers) -> None:
                              "its splat primitive; ply writes the canonical set plus one posed .ply per frame")
     parser.add_argument("--splat-frame", type=int, default=0, metavar="N",
                         help="frame of the sequence the Gaussians were fitted at (default: 0)")
+    parser.add_argument("--flame-targets", choices=("arkit", "pca"), default="arkit",
+                        help="a model with PCA expressions (FLAME): write the 52 ARKit targets of a fitted linear "
+                             "map (jaw and gaze baked in) and the clip as ARKit weights, or the raw PCA modes "
+                             "exp000... (default: arkit; see docs/export.md)")
+    parser.add_argument("--arkit-map", type=Path, default=None, metavar="NPZ",
+                        help="cache of the fitted FLAME -> ARKit map: read when it exists and fits the model, else "
+                             "fitted (seconds) and written there (default: fitted, not kept)")
     parser.set_defaults(handler=_run)
 
 
@@ -102,13 +109,34 @@ def load_sequence_and_model(path: Path, spec: str | None):
     return session, sequence_path, sequence, load_head_model(spec)
 
 
+def arkit_map_for(model, flame_targets: str = "arkit", cache: Path | None = None):
+    """The ARKit map to export `model` with: None unless its expressions are PCA modes (FLAME) and
+    flame_targets is "arkit"; read from `cache` when that file fits the model, else fitted (and
+    written to `cache` when given)."""
+    from headcap.avatar.export.arkit_map import ArkitMap, fit_arkit_map, model_fingerprint, needs_arkit_map
+
+    if flame_targets not in ("arkit", "pca"):
+        raise ValueError(f"--flame-targets {flame_targets!r}: expected arkit or pca")
+    if flame_targets == "pca" or not needs_arkit_map(model):
+        return None
+    if cache is not None and Path(cache).is_file():
+        amap = ArkitMap.load(cache)
+        if amap.fingerprint == model_fingerprint(model):
+            return amap
+    amap = fit_arkit_map(model)
+    if cache is not None:
+        amap.save(cache)
+    return amap
+
+
 def _export_animated_splats(args, splats, source) -> int:
-    print(export_animated_splats(splats, args.sequence, args.out, args.format, args.head_model, args.splat_frame))
+    print(export_animated_splats(splats, args.sequence, args.out, args.format, args.head_model, args.splat_frame,
+                                 args.flame_targets, args.arkit_map))
     return 0
 
 
 def export_animated_splats(splats, sequence_source: Path, out: Path, fmt: str, head_model: str | None = None,
-                           splat_frame: int = 0) -> str:
+                           splat_frame: int = 0, flame_targets: str = "arkit", arkit_map: Path | None = None) -> str:
     """Gaussians bound to the head of a tracked sequence: a splat .glb with the head's skeleton,
     skin, morph targets and animation on its splat primitive, or the canonical .ply plus one posed
     .ply per frame. Returns the line to print."""
@@ -119,7 +147,8 @@ def export_animated_splats(splats, sequence_source: Path, out: Path, fmt: str, h
     _, sequence_path, sequence, model = load_sequence_and_model(sequence_source, head_model)
     bound = bind_splats(model, splats, sequence, splat_frame)
     if fmt == "splat-glb":
-        info = export_head_glb(model, out, sequence=sequence, splats=bound, name="headcap_splats")
+        info = export_head_glb(model, out, sequence=sequence, splats=bound, name="headcap_splats",
+                               arkit_map=arkit_map_for(model, flame_targets, arkit_map))
         return (f"wrote {out}: {splats.count} Gaussians bound to head model {model.name!r}, skinned to "
                 f"{info.joints}, {len(info.morph_targets)} morph targets, {info.frames} frames of animation, "
                 f"{info.bytes / 1e6:.2f} MB (sequence {sequence_path})")
@@ -133,24 +162,31 @@ def export_animated_splats(splats, sequence_source: Path, out: Path, fmt: str, h
 
 
 def _export_mesh(args) -> int:
-    print(export_mesh(args.input, args.out, args.head_model, args.texture_size, args.bake_frames)[0])
+    print(export_mesh(args.input, args.out, args.head_model, args.texture_size, args.bake_frames,
+                      args.flame_targets, args.arkit_map)[0])
     return 0
 
 
 def export_mesh(source: Path, out: Path, head_model: str | None = None, texture_size: int = 512,
-                bake_frames: str = "0") -> tuple[str, object]:
+                bake_frames: str = "0", flame_targets: str = "arkit",
+                arkit_map: Path | None = None) -> tuple[str, object]:
     """The head as a .glb (ARKit morph targets, skeleton, the sequence as animation, a texture
-    baked from the session's calibrated frames). Returns (line to print, export info)."""
+    baked from the session's calibrated frames; a FLAME model's targets through the fitted ARKit
+    map unless flame_targets is "pca"). Returns (line to print, export info)."""
     from headcap.avatar.export.gltf import export_head_glb
 
     session, sequence_path, sequence, model = load_sequence_and_model(source, head_model)
     texture, coverage = None, None
     if session is not None and texture_size > 0 and model.uvs is not None:
         texture, coverage = _bake(session, model, sequence, texture_size, bake_frames)
-    info = export_head_glb(model, out, sequence=sequence, texture=texture)
+    amap = arkit_map_for(model, flame_targets, arkit_map)
+    info = export_head_glb(model, out, sequence=sequence, texture=texture, arkit_map=amap)
     line = (f"wrote {out}: {info.vertices} vertices, {info.triangles} triangles, {len(info.morph_targets)} morph "
             f"targets, joints {info.joints}, {info.frames} frames of animation, {info.bytes / 1e6:.2f} MB "
             f"(head model {model.name!r}, sequence {sequence_path})")
+    if amap is not None:
+        line += (f"; {amap.summary()}; clip as ARKit weights: largest vertex residual "
+                 f"{info.arkit_residual_mm:.2f} mm")
     if coverage is not None:
         line += f"; texture {texture.shape[0]} px baked from {len(session.cameras)} cameras, {100 * coverage:.0f} % of texels seen"
     return line, info
