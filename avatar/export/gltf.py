@@ -1,6 +1,7 @@
 """Head mesh to glTF 2.0 (.glb): morph targets named after the model's expressions (ARKit names
-for the default head and ICT-FaceKit), a skeleton with linear blend skinning, UVs and a texture,
-and a tracked sequence as one animation clip.
+for the default head and ICT-FaceKit; for FLAME, the 52 ARKit targets of a fitted map,
+avatar.export.arkit_map, when one is given), a skeleton with linear blend skinning, UVs and a
+texture, and a tracked sequence as one animation clip.
 
 glTF's frame is the head frame (+Y up, +Z forward out of the face, +X the subject's left,
 metres), so head-frame geometry is written unchanged. A glTF vertex is one (position, UV) pair:
