@@ -119,14 +119,20 @@ def arkit_map_for(model, flame_targets: str = "arkit", cache: Path | None = None
         raise ValueError(f"--flame-targets {flame_targets!r}: expected arkit or pca")
     if flame_targets == "pca" or not needs_arkit_map(model):
         return None
+    fingerprint = model_fingerprint(model)
     if cache is not None and Path(cache).is_file():
         amap = ArkitMap.load(cache)
-        if amap.fingerprint == model_fingerprint(model):
+        if amap.fingerprint == fingerprint:
             return amap
-    amap = fit_arkit_map(model)
+    amap = _FITTED.get(fingerprint)  # the mesh and the splat export of one run share a fit
+    if amap is None:
+        amap = _FITTED[fingerprint] = fit_arkit_map(model)
     if cache is not None:
         amap.save(cache)
     return amap
+
+
+_FITTED: dict = {}
 
 
 def _export_animated_splats(args, splats, source) -> int:
@@ -163,7 +169,7 @@ def export_animated_splats(splats, sequence_source: Path, out: Path, fmt: str, h
 
 def _export_mesh(args) -> int:
     print(export_mesh(args.input, args.out, args.head_model, args.texture_size, args.bake_frames,
-                      args.flame_targets, args.arkit_map)[0])
+                      getattr(args, "flame_targets", "arkit"), getattr(args, "arkit_map", None))[0])
     return 0
 
 
