@@ -124,15 +124,10 @@ def arkit_map_for(model, flame_targets: str = "arkit", cache: Path | None = None
         amap = ArkitMap.load(cache)
         if amap.fingerprint == fingerprint:
             return amap
-    amap = _FITTED.get(fingerprint)  # the mesh and the splat export of one run share a fit
-    if amap is None:
-        amap = _FITTED[fingerprint] = fit_arkit_map(model)
+    amap = fit_arkit_map(model)
     if cache is not None:
         amap.save(cache)
     return amap
-
-
-_FITTED: dict = {}
 
 
 def _export_animated_splats(args, splats, source) -> int:

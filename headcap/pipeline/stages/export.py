@@ -66,7 +66,9 @@ def export_into(ctx: StageContext, root: Path, avatar: Path | None) -> dict:
 
     config: ExportStageConfig = ctx.config
     lines = {}
-    lines["head.glb"], info = export_mesh(root, ctx.work_dir / "head.glb", None, config.texture_size, config.bake_frames)
+    arkit_map = ctx.work_dir / "arkit_map.npz"  # a FLAME head's ARKit map, fitted once for both files
+    lines["head.glb"], info = export_mesh(root, ctx.work_dir / "head.glb", None, config.texture_size, config.bake_frames,
+                                          arkit_map=arkit_map)
     ctx.console.print(f"  {lines['head.glb']}")
     if avatar is not None:
         from headcap.avatar.export.sequence import find_sequence, read_sequence
@@ -80,7 +82,7 @@ def export_into(ctx: StageContext, root: Path, avatar: Path | None) -> dict:
         # Gaussian by millimetres, far within the binding's reach)
         world = splats.transformed(sequence.world_from_head[frame])
         lines["avatar.glb"] = export_animated_splats(world, root, ctx.work_dir / "avatar.glb", "splat-glb",
-                                                     None, frame)
+                                                     None, frame, arkit_map=arkit_map)
         ctx.console.print(f"  {lines['avatar.glb']}")
     files = {name: {"bytes": (ctx.work_dir / name).stat().st_size, "note": note} for name, note in lines.items()}
     summary = {"files": files, "morph_targets": len(info.morph_targets), "joints": list(info.joints),
