@@ -32,6 +32,10 @@ def _affine_weights(points: np.ndarray, target: np.ndarray, k: int = 8) -> tuple
 def ict_flame_arrays(ict) -> tuple[dict, np.ndarray]:
     """(FLAME-format arrays, iBUG-68 landmark ids into them) from ICT-FaceKit (a HeadModel from
     load_ict_facekit)."""
+    import torch
+
+    from headcap.core.threads import torch_threads
+
     masks = {k: v.numpy() for k, v in ict.region_masks.items()}
     keep = masks["skin"] | masks["eyes"]
     new_id = np.full(ict.num_vertices, -1)
@@ -48,7 +52,8 @@ def ict_flame_arrays(ict) -> tuple[dict, np.ndarray]:
     # expression PCA without the jaw, gaze and pupil shapes (FLAME does those with joints)
     rest = [i for i, n in enumerate(names) if n not in JAW_SHAPES and not n.startswith(("eyeLook", "pupil"))]
     flat = basis[rest].reshape(len(rest), -1)
-    _, sigma, vt = np.linalg.svd(flat, full_matrices=False)
+    with torch_threads(1):  # numpy's threaded BLAS crawls on a busy machine
+        _, sigma, vt = (t.numpy() for t in torch.linalg.svd(torch.from_numpy(flat), full_matrices=False))
     expr = (vt[:NUM_EXPRESSION] * (sigma[:NUM_EXPRESSION, None] / np.sqrt(len(rest)))).reshape(-1, num_v, 3)
     # PCA signs are arbitrary: make each mode's largest displacement positive (deterministic)
     for e in range(len(expr)):
