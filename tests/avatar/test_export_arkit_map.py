@@ -252,3 +252,30 @@ def test_cli_flame_targets_arkit_and_pca(flame, fitted, tmp_path, capsys):
         assert names[0] == first and len(names) == (52 if mode == "arkit" else model.num_expression) + 36
     assert "ARKit map from makehuman_head" in stdout["arkit"] and "ARKit map" not in stdout["pca"]
     assert ArkitMap.load(tmp_path / "map.npz").fingerprint == model_fingerprint(model)
+
+
+def test_animated_splats_on_a_flame_head_carry_the_arkit_targets(flame, fitted, exported, tmp_path):
+    from headcap.avatar.export.splat_rig import bind_splats
+    from headcap.avatar.export.splats import Splats
+
+    model = flame[0]
+    amap = fitted[1]
+    seq = exported[0]
+    m64 = model.to(dtype=torch.float64)
+
+    def vertices(k):
+        return m64(identity=torch.as_tensor(seq.identity[None]), expression=torch.as_tensor(seq.expression[k:k + 1]),
+                   joint_rotations=torch.as_tensor(seq.joint_rotations[k:k + 1]),
+                   world_from_head=torch.as_tensor(seq.world_from_head[k])).vertices[0].numpy()
+
+    rng = np.random.default_rng(6)
+    ids = rng.choice(model.num_vertices, 300, replace=False)
+    splats = Splats(vertices(0)[ids], rng.normal(size=(300, 4)), np.full((300, 3), -6.0), rng.normal(size=300),
+                    rng.normal(size=(300, 1, 3)) * 0.2)
+    bound = bind_splats(model, splats, seq, 0)
+    info = export_head_glb(model, tmp_path / "splats.glb", sequence=seq, splats=bound, arkit_map=amap)
+    assert info.morph_targets[:52] == ARKIT_52
+    doc, binary = read_glb(tmp_path / "splats.glb")
+    for k in range(seq.num_frames):
+        got = evaluate_mesh_nodes(doc, binary, animation=0, key=k)[0]
+        assert np.linalg.norm(got - vertices(k)[bound.vertex_ids], axis=1).max() < 2e-3  # the clip's residual
