@@ -271,7 +271,7 @@ def _transfer(target, source) -> ArkitTransfer:
     face = np.zeros(len(t_v), np.int64)
     bary = np.zeros((len(t_v), 3))
     dist = np.full(len(t_v), np.inf)
-    for t_mask, s_mask in ((t_skin | ~t_eyes, s_skin), (t_eyes, s_eyes)):
+    for t_mask, s_mask in ((~t_eyes, s_skin), (t_eyes, s_eyes)):
         ids = np.flatnonzero(t_mask)
         allowed = s_mask[s_faces].all(1)
         if len(ids) == 0:
