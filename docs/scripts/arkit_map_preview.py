@@ -7,6 +7,7 @@ layout, jaw by joint, 40 PCA expression modes; FLAME itself is never shipped). T
 from the default head's ARKit shapes, the model exported with `export_head_glb(arkit_map=...)`
 and the .glb's targets read back. Top row: the default head (the source) with one ARKit shape at
 weight 1; bottom row: the exported FLAME-format head with the same-named target at weight 1.
+Also prints the map refitted on three other faces (identity modes at N(0, 2)).
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def main(out: str, ict_npz: str) -> None:
         done = time.perf_counter()
         export_head_glb(flame, tmp / "flame_arkit.glb", arkit_map=amap)
         doc, binary = read_glb(tmp / "flame_arkit.glb")
+        ict = load_ict_facekit(ict_npz, dtype=torch.float64)
+        other_faces(tmp / "flame_like.npz", ict)
     print(f"transfer {middle - start:.1f} s, fit {done - middle:.1f} s; {flame.num_vertices} vertices, "
           f"{flame.num_expression} modes; median match distance {amap.match_distance_mm:.2f} mm")
     prim = doc["meshes"][0]["primitives"][0]
@@ -99,6 +102,42 @@ def main(out: str, ict_npz: str) -> None:
     print(f"median residual RMS {np.median(amap.residual_rms_mm):.2f} mm, relative median "
           f"{np.median(amap.relative[ok]):.2f}, worst {amap.names[int(np.nanargmax(amap.relative))]} "
           f"{np.nanmax(amap.relative):.2f}")
+
+
+def other_faces(flame_npz: Path, ict, seeds=(0, 1, 2)) -> None:
+    """The registration on other faces: the test model's template shaped by its identity modes
+    (coefficients N(0, 2)), the map refitted; cosine of each target to ICT's same-named shape."""
+    from dataclasses import replace
+
+    from flame_like import NUM_SHAPE
+
+    from headcap.avatar.export.arkit_map import arkit_targets, fit_arkit_map
+    from headcap.reconstruct.head_loaders import load_flame
+
+    model = load_flame(flame_npz, num_shape=NUM_SHAPE, dtype=torch.float64)
+    keep = (ict.region_masks["skin"] | ict.region_masks["eyes"]).numpy()
+
+    def cos(a, b):
+        return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+    for seed in seeds:
+        coeffs = torch.as_tensor(np.random.default_rng(seed).normal(scale=2.0, size=NUM_SHAPE))
+        face = replace(model, template=model.template + torch.einsum("k,kvc->vc", coeffs, model.identity_basis))
+        amap = fit_arkit_map(face)
+        targets = arkit_targets(face, amap)
+        sames, gap = [], np.inf
+        for k, name in enumerate(amap.names):
+            if name.startswith("eyeLook") or name not in ict.expression_names:
+                continue
+            same = cos(targets[k], ict.expression_basis[ict.expression_index(name)].numpy()[keep])
+            sames.append(same)
+            if name.endswith(("Left", "Right")):
+                mirror = name[:-4] + "Right" if name.endswith("Left") else name[:-5] + "Left"
+                gap = min(gap, same - cos(targets[k], ict.expression_basis[ict.expression_index(mirror)].numpy()[keep]))
+        ok = np.isfinite(amap.relative)
+        print(f"identity seed {seed}: match {amap.match_distance_mm:.2f} mm, relative median "
+              f"{np.median(amap.relative[ok]):.2f} worst {amap.relative[ok].max():.2f}, cosine to ICT median "
+              f"{np.median(sames):.2f} lowest {min(sames):.2f}, smallest same-minus-mirror {gap:.2f}")
 
 
 if __name__ == "__main__":
