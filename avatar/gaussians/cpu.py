@@ -19,11 +19,26 @@ HEADERS = [_CSRC / "gauss_raster_math.h", _CSRC / "gauss_raster_project.h",
            _CSRC / "gauss_raster_simd.h", _CORE_CSRC / "hc_parallel.h"]
 
 
+def avx512_flags() -> tuple[str, ...]:
+    """`-mavx512f -mavx512vl -mavx512bw -mavx512dq` where torch's dispatch runs AVX-512 on an
+    x86-64 CPU (`torch.backends.cpu.get_cpu_capability()`, which honours ATEN_CPU_CAPABILITY),
+    else none. With them the kernel's pixel windows are 16 lanes wide (gauss_raster_simd.h)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ()
+    if torch.backends.cpu.get_cpu_capability().upper() != "AVX512":
+        return ()
+    # 256-bit vectors for whatever the compiler vectorises on its own; the windows are explicit.
+    return ("-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mprefer-vector-width=256")
+
+
 def load_cpu_kernel():
     """Build (first use) and import the extension. Raises RuntimeError with the compiler output."""
     from headcap.core.extension import load_extension
 
-    return load_extension("gauss_raster", SOURCES, extra_cflags=(f"-I{_CSRC}", f"-I{_CORE_CSRC}"),
+    return load_extension("gauss_raster", SOURCES,
+                          extra_cflags=(f"-I{_CSRC}", f"-I{_CORE_CSRC}", *avx512_flags()),
                           headers=tuple(HEADERS), simd=True)
 
 

@@ -1,6 +1,7 @@
-"""The C++ kernel's fixed-width row windows: every tile size and thread count, partial tiles, and
-the portable (no AVX2) build, forward and backward against the torch reference; bit-reproducible
-2-thread gradients; masked lanes keep a NaN pixel gradient away from Gaussians not covering it."""
+"""The C++ kernel's fixed-width row windows: every tile size and thread count, partial tiles, the
+portable (no AVX2) build and the 8-lane AVX2 build, forward and backward against the torch
+reference; bit-reproducible 2-thread gradients; masked lanes keep a NaN pixel gradient away from
+Gaussians not covering it."""
 from __future__ import annotations
 
 import json
@@ -69,23 +70,40 @@ def test_every_tile_size_and_thread_count_matches_reference_forward_and_backward
     assert worst_grad < 1e-4
 
 
-def test_portable_build_matches_reference():
-    """The baseline build (4-lane vectors, no -mavx2) is what ARM and older x86 CPUs run; build
-    it here by overriding torch's capability and run the same comparison."""
+def _build_with_capability(capability: str) -> dict:
+    """check_against_reference in a subprocess whose torch reports `capability`, so that the
+    kernel is built (and cached) for that instruction set: its flags and worst differences."""
     code = (
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
         "from headcap.core.extension import simd_flags\n"
+        "from headcap.avatar.gaussians.cpu import avx512_flags\n"
         "from tests.avatar.test_gaussians_simd import check_against_reference\n"
         "img, grad, cov = check_against_reference(tiles=(3, 16), threads=(1, 2))\n"
-        "print(json.dumps({'flags': simd_flags(), 'img': img, 'grad': grad, 'cov': cov}))\n"
+        "print(json.dumps({'flags': simd_flags() + list(avx512_flags()), 'img': img, "
+        "'grad': grad, 'cov': cov}))\n"
     )
-    env = dict(os.environ, ATEN_CPU_CAPABILITY="default", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True,
                           text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_portable_build_matches_reference():
+    """The baseline build (4-lane vectors, no -mavx2) is what ARM and older x86 CPUs run; build
+    it here by overriding torch's capability and run the same comparison."""
+    result = _build_with_capability("default")
     assert result["flags"] == []
+    assert result["img"] < 1e-5 and result["grad"] < 1e-4, result
+
+
+def test_avx2_build_matches_reference():
+    """8-lane windows (-mavx2 -mfma, no AVX-512) are what AVX2 CPUs run, while an AVX-512 CPU
+    builds 16-lane windows: the 8-lane build, checked the same way wherever the CPU has AVX2."""
+    result = _build_with_capability("avx2")
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # an x86-64 AVX2 CPU
+        assert result["flags"] == ["-mavx2", "-mfma"]
     assert result["img"] < 1e-5 and result["grad"] < 1e-4, result
 
 
