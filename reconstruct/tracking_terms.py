@@ -1,12 +1,13 @@
-"""Observations and energy terms of head-model tracking (reconstruct.tracking).
+"""Observations of head-model tracking and what its energy terms need (the terms themselves
+are linearised in reconstruct.tracking).
 
 Per view of a frame: the image, the mask and, when the landmarks stage ran, 2D landmarks.
 Terms (all in pixels, so views of any resolution weigh alike):
 
 * silhouette: every projected vertex lies inside the mask (the mask's outside distance
-  transform, bilinearly sampled: differentiable in the projection), and every pixel of the
-  mask's outline has a projected outline vertex near it (a one-sided chamfer). Both sides
-  together pull the mesh's outline onto the mask's.
+  transform, bilinearly sampled), and every pixel of the mask's outline has the projected mesh
+  near it (distance along the outline's normal to the nearest projected vertex: point to
+  line, as in ICP). Both sides together pull the mesh's outline onto the mask's.
 * landmarks: robust reprojection error of the model's landmark vertices (iBUG-68).
 * photometric: image colour sampled at the projected visible vertices vs albedo x SH shading
   of the vertex normal (vertex-sampled: a rasterization per refresh gives visibility).
@@ -25,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ViewObservation", "TrackingCamera", "make_view", "sample_image", "silhouette_energy",
-           "landmark_energy", "photometric_energy", "estimate_appearance", "visible_vertices", "sh_shading"]
+__all__ = ["ViewObservation", "TrackingCamera", "make_view", "sample_image", "estimate_appearance",
+           "visible_vertices", "sh_shading"]
 
 
 @dataclass
@@ -53,12 +54,44 @@ class TrackingCamera:
 
         dtype = points.dtype
         K = self.K.to(dtype)
-        if focal_scale is not None:
+        if focal_scale is not None:  # the focal lengths (and skew) scale, the principal point stays
             focal_scale = focal_scale.to(dtype)
-            scale = torch.stack([focal_scale, focal_scale, torch.ones_like(focal_scale)])
-            K = K * scale[:, None]
+            one = torch.ones_like(focal_scale)
+            K = K * torch.stack([torch.stack([focal_scale, focal_scale, one]), torch.stack([one, focal_scale, one]),
+                                 torch.stack([one, one, one])])
         dist = self.distortion.to(dtype) if self.distortion_model != "none" else None
         return project_points(points, K, self.cam_from_world.to(dtype), self.distortion_model, dist)
+
+    def project_with_jacobian(self, points: Tensor, focal_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """points [N, 3] world -> (pixels [N, 2], d pixel / d point [N, 2, 3]): analytic for
+        the pinhole and OpenCV models, autograd (one pass per pixel axis) for others."""
+        if self.distortion_model not in ("none", "opencv"):
+            x = points.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                pix, _ = self.project(x, focal_scale)
+                gx = torch.autograd.grad(pix[:, 0].sum(), x, retain_graph=True)[0]
+                gy = torch.autograd.grad(pix[:, 1].sum(), x)[0]
+            return pix.detach(), torch.stack([gx, gy], 1)
+        from headcap.calib.projection import _distortion_jacobian, distort_normalized
+
+        dtype = points.dtype
+        K = self.K.to(dtype)
+        scale = focal_scale.to(dtype) if focal_scale is not None else torch.ones((), dtype=dtype)
+        rot, trans = self.cam_from_world[:3, :3].to(dtype), self.cam_from_world[:3, 3].to(dtype)
+        p = points @ rot.T + trans
+        z = p[:, 2].clamp(min=1e-12)
+        xy = p[:, :2] / z[:, None]
+        d_xy = torch.zeros(len(p), 2, 3, dtype=dtype)  # d normalised / d camera point
+        d_xy[:, 0, 0] = 1 / z
+        d_xy[:, 1, 1] = 1 / z
+        d_xy[:, :, 2] = -xy / z[:, None]
+        if self.distortion_model == "opencv":
+            coeffs = self.distortion.to(dtype)
+            d_xy = _distortion_jacobian(xy, "opencv", coeffs) @ d_xy
+            xy = distort_normalized(xy, "opencv", coeffs)
+        focal = scale * K[:2, :2]
+        pix = xy @ focal.T + K[:2, 2]
+        return pix, focal @ d_xy @ rot
 
     def centre(self) -> Tensor:
         rot, trans = self.cam_from_world[:3, :3], self.cam_from_world[:3, 3]
@@ -73,6 +106,7 @@ class ViewObservation:
     mask: Tensor                 # [H, W] bool
     outside_distance: Tensor     # [1, 1, H, W] px from each outside pixel to the mask (0 inside)
     outline: Tensor              # [N, 2] px: the mask's outline pixels
+    outline_normals: Tensor      # [N, 2] unit outward normals of the outline (smoothed mask's gradient)
     landmarks: Tensor | None     # [L, 2] px, NaN where missing (model landmark order)
 
 
@@ -92,12 +126,17 @@ def make_view(camera: TrackingCamera, image: np.ndarray, mask: np.ndarray, landm
     outline = np.stack([xs, ys], 1).astype(np.float32)
     if len(outline) > max_outline:
         outline = outline[np.linspace(0, len(outline) - 1, max_outline).round().astype(int)]
+    smooth = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5)
+    gy, gx = np.gradient(smooth)
+    ox, oy = outline[:, 0].astype(int), outline[:, 1].astype(int)
+    normals = -np.stack([gx[oy, ox], gy[oy, ox]], 1)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
     k = int(2 * math.ceil(3 * coarse_sigma) + 1)
     coarse = cv2.GaussianBlur(img, (k, k), coarse_sigma)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]  # noqa: E731
     lm = None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32))
     return ViewObservation(camera, to_t(img), to_t(coarse), torch.from_numpy(mask), torch.from_numpy(outside)[None, None],
-                           torch.from_numpy(outline), lm)
+                           torch.from_numpy(outline), torch.from_numpy(normals.astype(np.float32)), lm)
 
 
 def sample_image(image: Tensor, pixels: Tensor) -> Tensor:
@@ -110,53 +149,11 @@ def sample_image(image: Tensor, pixels: Tensor) -> Tensor:
     return out[0, :, 0].T
 
 
-def silhouette_energy(pixels: Tensor, outline_ids: Tensor | None, view: ViewObservation) -> Tensor:
-    """Mean squared outside distance (beyond a pixel) of the projected vertices [V, 2] plus mean
-    squared distance of the mask's outline pixels to the nearest projected vertex among
-    `outline_ids` (default all) (px^2)."""
-    # a vertex on the silhouette may sit up to about a pixel outside the pixel-centre mask
-    inside = (sample_image(view.outside_distance, pixels)[:, 0] - 1.0).clamp(min=0.0)
-    energy = (inside ** 2).mean()
-    candidates = pixels if outline_ids is None else pixels[outline_ids]
-    if len(view.outline) and len(candidates):
-        from scipy.spatial import cKDTree
-
-        # nearest vertex per outline pixel (no gradient needed); the distance carries the gradient
-        nearest = torch.from_numpy(cKDTree(candidates.detach().numpy()).query(view.outline.numpy())[1])
-        d2 = ((view.outline.to(pixels.dtype) - candidates[nearest]) ** 2).sum(-1)
-        energy = energy + d2.clamp(max=900.0).mean()
-    return energy
-
-
-def landmark_energy(pixels: Tensor, view: ViewObservation, weights: Tensor, delta: float = 3.0) -> Tensor:
-    """Huber (delta px) reprojection error of the model's landmark pixels [L, 2]; missing
-    observations (NaN) count zero."""
-    obs = view.landmarks
-    ok = torch.isfinite(obs).all(-1)
-    if not ok.any():
-        return pixels.sum() * 0.0
-    r = (pixels[ok] - obs[ok]).norm(dim=-1)
-    huber = torch.where(r < delta, 0.5 * r ** 2, delta * (r - 0.5 * delta))
-    return (huber * weights[ok]).sum() / weights[ok].sum().clamp(min=1e-9)
-
-
 def sh_shading(normals: Tensor, sh_coeffs: Tensor) -> Tensor:
     """Lambertian irradiance / pi [N, 3] at unit normals [N, 3] (reconstruct.shading)."""
     from headcap.reconstruct.shading import sh_irradiance
 
     return sh_irradiance(normals, sh_coeffs.to(normals.dtype)) / math.pi
-
-
-def photometric_energy(pixels: Tensor, normals: Tensor, visible: Tensor, albedo: Tensor, sh_coeffs: Tensor,
-                       image: Tensor, eps: float = 0.02) -> Tensor:
-    """Charbonnier colour difference (mean over the visible vertex ids) between the image at the
-    projected vertices and albedo x shading; in units of full scale x 100 (1 = 1% grey)."""
-    if len(visible) == 0:
-        return pixels.sum() * 0.0
-    observed = sample_image(image, pixels[visible])
-    predicted = albedo[visible] * sh_shading(normals[visible], sh_coeffs)
-    r = (observed - predicted) * 100.0
-    return (torch.sqrt(r ** 2 + (eps * 100) ** 2) - eps * 100).mean()
 
 
 @torch.no_grad()

@@ -217,9 +217,9 @@ FAST = """skip = ["geometry"]
 [landmarks]
 models = "{models}"
 [tracking]
-first_frame_iterations = 40
-frame_iterations = 15
-global_iterations = 10
+first_frame_iterations = 6
+frame_iterations = 3
+global_iterations = 2
 [avatar]
 iterations = 120
 holdout_count = 1

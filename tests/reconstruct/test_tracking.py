@@ -1,6 +1,6 @@
 """Head-model tracking (reconstruct.tracking, the tracking stage and `headcap track`) against a
-tiny synthetic studio session's ground truth (4 cameras, 2 frames, 64 px; 30/10/4 optimiser steps
-so the test stays short: its thresholds are for that size; the issue's targets at 16 cameras and
+tiny synthetic studio session's ground truth (4 cameras, 2 frames, 64 px; 8/4/2 Gauss-Newton
+iterations so the test stays short: its thresholds are for that size; the issue's targets at 16 cameras and
 30 frames are measured in benchmarks/bm_tracking.py and docs/tracking.md)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from headcap.core.fileio import read_json, read_npz
 
-FAST = ["--first-frame-iterations", "30", "--frame-iterations", "10", "--global-iterations", "4", "--no-overlay"]
+FAST = ["--first-frame-iterations", "8", "--frame-iterations", "4", "--global-iterations", "2", "--no-overlay"]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_track_command_multiview_with_landmarks(session):
     summary = read_json(out / "summary.json")
     assert summary["landmarks"] is True and summary["registration"] is False
     gt = summary["ground_truth"]
-    assert gt["vertex_error_mm_median"] <= 5.0, gt  # measured 2.5 mm
-    assert gt["landmark_px_median"] <= 1.0, gt  # measured 0.28 px
-    assert gt["skull_rotation_deg_max"] <= 3.0, gt  # measured 1.2 deg
+    assert gt["vertex_error_mm_median"] <= 5.0, gt  # measured 2.4 mm
+    assert gt["landmark_px_median"] <= 1.0, gt  # measured 0.25 px
+    assert gt["skull_rotation_deg_max"] <= 4.0, gt  # measured 2.6 deg
     params = read_npz(out / "params.npz")
     assert params["expression"].shape == (2, 52) and params["world_from_head"].shape == (2, 4, 4)
     assert list(params["expression_names"])[:2] == ["browDownLeft", "browDownRight"]
@@ -95,6 +95,28 @@ def test_track_command_multiview_with_landmarks(session):
         assert (out / name).stat().st_size > 1000
     assert main(["track", str(session), *FAST]) == 0  # cached
     assert read_json(out / "stage.json")["key"]
+
+
+def test_registered_meshes_pin_the_fit_below_a_millimetre(session):
+    """With registered meshes of the same topology (here the truth + 0.3 mm noise, what the
+    registration stage gives on good geometry), a few Gauss-Newton iterations land the model on
+    them: median vertex error <= 1 mm, skull <= 0.2 deg / 0.5 mm (the issue's multi-view targets;
+    measured 0.61 mm, 0.09 deg, 0.10 mm on 6 cameras at 128 px)."""
+    from headcap.capture.session import read_session
+    from headcap.reconstruct.head_loaders import load_head_model
+    from headcap.reconstruct.tracking import TrackingConfig, track_sequence
+    from headcap.reconstruct.tracking_io import evaluate_against_truth, load_views
+
+    model = load_head_model("default")
+    views, cameras = load_views(read_session(session), monocular=False)
+    truth = read_npz(session / "ground_truth" / "vertices.npz")["vertices"].astype(np.float64)
+    meshes = truth + np.random.default_rng(0).normal(0.0, 3e-4, truth.shape)
+    config = TrackingConfig(first_frame_iterations=5, frame_iterations=3, global_iterations=1)
+    result = track_sequence(model, views, config, meshes=meshes)
+    gt = evaluate_against_truth(result, session, cameras)
+    assert gt["vertex_error_mm_median"] <= 1.0, gt
+    assert gt["skull_rotation_deg_max"] <= 0.2 and gt["skull_translation_mm_max"] <= 0.5, gt
+    assert gt["landmark_px_median"] <= 1.0, gt
 
 
 def test_resume_from_a_checkpoint_skips_the_frames_done(session):

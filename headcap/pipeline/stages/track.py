@@ -42,13 +42,13 @@ class TrackStageConfig:
     """Head model spec (reconstruct.head_loaders): default | ict:PATH | flame:PATH | npz:PATH."""
     monocular: bool = False
     """Track from the first camera only, estimating its focal length."""
-    first_frame_iterations: int = 150
-    """Optimiser steps per level on the first frame."""
-    frame_iterations: int = 50
-    """Optimiser steps per further frame (sequential pass)."""
-    global_iterations: int = 40
-    """Optimiser steps of the global pass over every frame."""
-    photometric_weight: float = 0.05
+    first_frame_iterations: int = 12
+    """Gauss-Newton iterations per level on the first frame."""
+    frame_iterations: int = 6
+    """Gauss-Newton iterations per further frame (sequential pass)."""
+    global_iterations: int = 4
+    """Gauss-Newton iterations of the global pass over every frame."""
+    photometric_weight: float = 0.5
     """Weight of the photometric term (0 turns it off)."""
     use_landmarks: bool = True
     """Use SESSION/landmarks/landmarks2d.npz when it exists."""
