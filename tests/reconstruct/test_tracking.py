@@ -64,8 +64,8 @@ def test_fast_model_evaluation_matches_head_model_forward():
 
 def test_track_command_multiview_with_landmarks(session):
     """`headcap track` on the synthetic session with landmarks present: every file, errors
-    against the truth (thresholds for 64 px and 30/10/4 steps: median vertex error <= 5 mm,
-    landmark reprojection <= 1 px, skull rotation <= 3 deg), a cached rerun."""
+    against the truth (thresholds for 64 px and 8/4/2 iterations: median vertex error <= 5 mm,
+    landmark reprojection <= 1 px, skull rotation <= 4 deg), a cached rerun."""
     from headcap.cli import main
 
     _write_truth_landmarks(session)
@@ -181,6 +181,6 @@ def test_track_command_monocular(tmp_path):
     gt = summary["ground_truth"]
     assert summary["cameras"] == 1 and summary["monocular"] is True
     assert 0.8 < gt["focal_scale"] < 1.25, gt
-    assert gt["vertex_error_mm_median"] <= 5.0, gt  # measured 2.4 mm
+    assert gt["vertex_error_mm_median"] <= 5.0, gt  # measured 2.6 mm
     params = read_npz(root / "tracking" / "params.npz")
     assert params["K"].shape == (3, 1, 3, 3)
