@@ -143,15 +143,15 @@ class HugeBuffer {
   size_t cap_ = 0;
 };
 
-// Records and spans of every binned Gaussian, computed once per pass; tiles read them in place
-// through their id lists (the double spans only for Gaussians too large for float intervals).
+// Records of every binned Gaussian, computed once per pass; tiles read them in place through
+// their id lists. (The double span constants, needed only by the rare Gaussians too large for
+// float intervals, are recomputed from the record there: pack_span.)
 template <typename T>
 struct Packed {
   // (N, rec_stride(C)), 64-byte aligned: with C = 4 floats (16 with the padding) every record
   // is one cache line, fetched by one miss instead of two for a record across a line boundary.
   // It lives in the calling thread's HugeBuffer (valid until that thread packs again).
   T* rec = nullptr;
-  std::vector<double> span;  // (N, kSpan)
 };
 
 template <typename T>
@@ -161,13 +161,13 @@ void pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities, 
   const size_t bytes = (size_t(std::max<int64_t>(1, n)) * stride * sizeof(T) + 63) / 64 * 64;
   thread_local HugeBuffer store;  // one per calling thread, kept between calls
   pk.rec = static_cast<T*>(store.get(bytes));
-  pk.span.assign(n * kSpan, 0.0);
   hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       if (!(extents[2 * g] > T(0)) || !(extents[2 * g + 1] > T(0))) continue;  // never binned
       pack_record(g, means2d, conics, opacities, feats, channels, &pk.rec[g * stride]);
-      pack_span(&pk.rec[g * stride], &pk.span[g * kSpan]);
-      pack_span_record(&pk.span[g * kSpan], &pk.rec[g * stride]);
+      double span[kSpan];
+      pack_span(&pk.rec[g * stride], span);
+      pack_span_record(span, &pk.rec[g * stride]);
     }
   });
 }
@@ -231,12 +231,14 @@ inline LaneRows lane_rows(int r, float cx, float cy, float slope, float q, float
 // Gaussians too large or too far off the tile for float fall back to the double row_interval.
 // j0 and j1 must hold r1 - y0 + kLanes entries.
 template <typename T>
-inline void row_intervals(const T* p, const double* s, int x0, int y0, int r0, int r1,
-                          int row_width, int32_t* j0, int32_t* j1) {
+inline void row_intervals(const T* p, int x0, int y0, int r0, int r1, int row_width,
+                          int32_t* j0, int32_t* j1) {
   using namespace hc_simd;
   const double cxd = double(p[0]) - x0, cyd = double(p[1]) - y0;
   if (!(std::fabs(cxd) < 1e6 && std::fabs(cyd) < 1e6 && std::fabs(double(p[7])) < 1e6 &&
         double(p[8]) < 1e12 && std::fabs(double(p[9])) < 1e12)) {
+    double s[kSpan];
+    pack_span(p, s);  // the same values pack_all computed from this record
     for (int py = r0; py <= r1; ++py) {
       int a, b;
       if (!row_interval(s, py, x0, row_width, a, b)) a = 1, b = 0;
@@ -356,10 +358,10 @@ inline bool row_window_bits(const T* p, int x0, int y0, int r0, int r1, int rows
   return true;
 }
 
-// The windows of a Gaussian (record p, span s) in the tile at (x0, y0) with `rows` rows:
+// The windows of a Gaussian (record p) in the tile at (x0, y0) with `rows` rows:
 // into cand (grid.words words), intersected with `live`; returns whether any is left.
 template <typename T>
-inline bool gaussian_windows(const T* p, const double* s, const WindowGrid& grid, bool small,
+inline bool gaussian_windows(const T* p, const WindowGrid& grid, bool small,
                              int x0, int y0, int rows, int row_width, int32_t* j_lo,
                              int32_t* j_hi, const uint64_t* live, uint64_t* cand) {
   int r0, r1;
@@ -369,7 +371,7 @@ inline bool gaussian_windows(const T* p, const double* s, const WindowGrid& grid
     cand[0] = bits & live[0];
     return cand[0] != 0;
   }
-  row_intervals(p, s, x0, y0, r0, r1, row_width, j_lo, j_hi);
+  row_intervals(p, x0, y0, r0, r1, row_width, j_lo, j_hi);
   std::fill(cand, cand + grid.words, 0);
   span_windows(grid, y0, r0, r1, j_lo, j_hi, cand);
   bool any = false;
@@ -488,7 +490,7 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
         if (k + kPrefetch < count) prefetch_record(&pk.rec[int64_t(tile_ids[k + kPrefetch]) * stride], stride);
         const int64_t g = tile_ids[k];
         const T* p = &pk.rec[g * stride];
-        if (!gaussian_windows(p, &pk.span[g * kSpan], grid, small, x0, y0, y1 - y0, row_width,
+        if (!gaussian_windows(p, grid, small, x0, y0, y1 - y0, row_width,
                               j_lo.data(), j_hi.data(), live.data(), cand.data()))
           continue;
         const int32_t used_mark = int32_t(k + 1);
@@ -672,7 +674,7 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
           live[wake[woken].second >> 6] |= uint64_t(1) << (wake[woken].second & 63);
         const int64_t g = tile_ids[k];
         const T* p = &pk.rec[g * stride];
-        const bool any = gaussian_windows(p, &pk.span[g * kSpan], grid, small, x0, y0, y1 - y0,
+        const bool any = gaussian_windows(p, grid, small, x0, y0, y1 - y0,
                                           row_width, j_lo.data(), j_hi.data(), live.data(),
                                           cand.data());
         written[begin + k] = any;

@@ -40,13 +40,14 @@ hc_gauss::ProjCamera<T> make_camera(const torch::Tensor& K, const torch::Tensor&
 }
 
 // Colour of one Gaussian: sh (K, C) coefficients -> max(SH(dir) + 0.5, 0), or plain colours.
-// With g_col given, accumulates the backward pass into g_coef and g_mean instead.
+// With g_col given, runs the backward pass instead: writes g_coef (every one of its K x C
+// values, so the caller need not zero it) and accumulates into g_mean.
 template <typename T>
 void colour_one(const hc_gauss::ProjCamera<T>& cam, const T* mean, const T* coef, int K, int C,
                 bool is_sh, T* col, const T* g_col, T* g_coef, T* g_mean) {
   if (!is_sh) {
     for (int c = 0; c < C; ++c) {
-      if (g_col) g_coef[c] += g_col[c]; else col[c] = coef[c];
+      if (g_col) g_coef[c] = g_col[c]; else col[c] = coef[c];
     }
     return;
   }
@@ -69,7 +70,7 @@ void colour_one(const hc_gauss::ProjCamera<T>& cam, const T* mean, const T* coef
   for (int c = 0; c < C; ++c) {
     const T g = raw[c] >= T(0) ? g_col[c] : T(0);  // clamp_min passes where input >= 0
     for (int k = 0; k < K; ++k) {
-      g_coef[k * C + c] += basis[k] * g;
+      g_coef[k * C + c] = basis[k] * g;
       gb[k] += coef[k * C + c] * g;
     }
   }
@@ -200,8 +201,10 @@ std::vector<torch::Tensor> project_backward(torch::Tensor means, torch::Tensor q
   const bool is_sh = coefs.dim() == 3;
   const int C = int(is_sh ? coefs.size(2) : coefs.size(1));
   const int Kc = is_sh ? int(coefs.size(1)) : 1;
+  // g_coefs (N x 48 values with SH degree 3, the largest output) is written in full by
+  // colour_one, so it is not zeroed first; the others accumulate.
   auto g_means = torch::zeros_like(means), g_quats = torch::zeros_like(quats),
-       g_scales = torch::zeros_like(scales), g_coefs = torch::zeros_like(coefs);
+       g_scales = torch::zeros_like(scales), g_coefs = torch::empty_like(coefs);
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "gauss_project_backward", [&] {
     backward_loop<scalar_t>(means, quats, scales, coefs, K, cfw, width, height, near, far, eps2d,
                             g_means2d, g_conics, g_feats, n_threads, is_sh, C, Kc, g_means,
