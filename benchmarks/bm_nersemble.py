@@ -1,14 +1,15 @@
 """A NeRSemble-layout dataset end to end: synth -> NeRSemble v1 layout -> ingest -> track (ICT
 head, no ground truth) -> Gaussian avatar trained on that tracking with held-out cameras.
 
-    python benchmarks/bm_nersemble.py [--cameras 8] [--resolution 128] [--frames 5] [--first 80]
-        [--per-frame 25] [--global 15] [--holdout 3] [--holdout-frames 1] [--avatar-iterations 1500]
-        [--distortion] [--work /tmp/bm_nersemble] [--json out.json] [--skip-avatar]
+    python benchmarks/bm_nersemble.py [--cameras 8] [--resolution 128] [--frames 5] [--first N]
+        [--per-frame N] [--global N] [--holdout 3] [--holdout-frames 1] [--avatar-iterations 1500]
+        [--distortion] [--work /tmp/bm_nersemble] [--json out.json] [--skip-avatar] [--baseline-gt]
 
 Every step runs through the user-facing commands (`headcap ingest` functions, `headcap track`,
 `headcap avatar train`); only the scoring of the tracking reads the studio's ground truth
 (headcap.studio.nersemble.score_tracking). Prints one JSON line per step and a summary; no
-assertions on time. With --distortion the studio cameras are distorted and the writer
+assertions on time. --baseline-gt also trains the same avatar (same cameras, frames, iterations,
+seed) on the studio session's ground-truth parameters: what the tracking error costs. With --distortion the studio cameras are distorted and the writer
 undistorts the images (as NeRSemble ships them); without it the dataset holds the studio's
 pixels unchanged.
 """
@@ -29,9 +30,9 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--first", type=int, default=80)
-    p.add_argument("--per-frame", type=int, default=25)
-    p.add_argument("--global", dest="global_", type=int, default=15)
+    p.add_argument("--first", type=int, default=None, help="default: the track stage's")
+    p.add_argument("--per-frame", type=int, default=None, help="default: the track stage's")
+    p.add_argument("--global", dest="global_", type=int, default=None, help="default: the track stage's")
     p.add_argument("--holdout", type=int, default=3, help="cameras held out of avatar training")
     p.add_argument("--holdout-frames", type=int, default=1)
     p.add_argument("--avatar-iterations", type=int, default=1500)
@@ -40,6 +41,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/bm_nersemble"))
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--skip-avatar", action="store_true")
+    p.add_argument("--baseline-gt", action="store_true", help="also train on the studio's ground-truth parameters")
     args = p.parse_args()
 
     from headcap.capture.ingest import IngestConfig, IngestHooks, ingest
@@ -74,16 +76,18 @@ def main() -> None:
                      IngestHooks(log=lambda m: None, progress=False))
     step("ingest", seconds=round(time.perf_counter() - tic, 1), cameras=session.cameras, frames=session.frame_count)
 
+    steps = [flag for flag, value in (("--first-frame-iterations", args.first), ("--frame-iterations", args.per_frame),
+                                      ("--global-iterations", args.global_)) if value is not None
+             for flag in (flag, str(value))]
     tic = time.perf_counter()
-    rc = cli(["track", str(work / "session"), "--head", head, "--first-frame-iterations", str(args.first),
-              "--frame-iterations", str(args.per_frame), "--global-iterations", str(args.global_), "--no-overlay"])
+    rc = cli(["track", str(work / "session"), "--head", head, *steps, "--no-overlay"])
     seconds = time.perf_counter() - tic
     if rc != 0:
         raise SystemExit(f"headcap track failed ({rc})")
     scores = score_tracking(work / "session" / "tracking", work / "studio",
                             {s: c for c, s in dataset.serials.items()})
     step("track", seconds=round(seconds, 1), frames_per_second=round(args.frames / seconds, 4),
-         iterations=[args.first, args.per_frame, args.global_], **{k: round(v, 3) for k, v in scores.items()})
+         iterations=steps or "stage defaults", **{k: round(v, 3) for k, v in scores.items()})
 
     if not args.skip_avatar:
         # held-out cameras spread over the rig (the middle of each third), by serial
@@ -102,6 +106,20 @@ def main() -> None:
              novel_view_psnr_db=novel.get("psnr_db"), novel_view_ssim=novel.get("ssim"),
              self_reenactment_psnr_db=reenact.get("psnr_db"), self_reenactment_ssim=reenact.get("ssim"),
              novel_view=novel, self_reenactment=reenact)
+        if args.baseline_gt:
+            camera_of = {s: c for c, s in dataset.serials.items()}
+            tic = time.perf_counter()
+            rc = cli(["avatar", "train", str(work / "studio"), "--out", str(work / "avatar_gt"), "--holdout",
+                      ",".join(camera_of[s] for s in held), "--head-params", "ground_truth", "--holdout-frames",
+                      str(args.holdout_frames), "--iterations", str(args.avatar_iterations), "--checkpoint-every", "250"])
+            if rc != 0:
+                raise SystemExit(f"headcap avatar train (ground truth) failed ({rc})")
+            metrics = read_json(work / "avatar_gt" / "train" / "metrics.json")
+            novel, reenact = metrics["novel_view"], metrics["self_reenactment"]
+            step("avatar_ground_truth", seconds=round(time.perf_counter() - tic, 1), head_params=metrics["head_params"],
+                 gaussians=metrics["gaussians"], novel_view_psnr_db=novel.get("psnr_db"),
+                 novel_view_ssim=novel.get("ssim"), self_reenactment_psnr_db=reenact.get("psnr_db"),
+                 self_reenactment_ssim=reenact.get("ssim"))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

@@ -2,8 +2,8 @@
 back (cameras to 1e-9, images and masks pixel for pixel), then tracked with the ICT head through
 `headcap track` without ground truth and scored against the studio's truth.
 
-Tiny size (4 cameras, 96 px, 2 frames, 20/6/0 optimiser steps, no landmarks) so the file stays
-under ~40 s; thresholds are ~1.5x what this size measured (see the asserts). The issue's targets
+Tiny size (4 cameras, 96 px, 2 frames, 6/3/0 Levenberg-Marquardt steps, no landmarks) so the file
+takes ~30 s of CPU time; thresholds are ~1.5x what this size measured (see the asserts). The issue's targets
 belong to the larger run of benchmarks/bm_nersemble.py (numbers in docs/avatar.md)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from headcap.core.fileio import read_json, read_npz
 
-STEPS = ["--first-frame-iterations", "20", "--frame-iterations", "6", "--global-iterations", "0", "--no-overlay"]
+STEPS = ["--first-frame-iterations", "6", "--frame-iterations", "3", "--global-iterations", "0", "--no-overlay"]
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,9 @@ def test_ingest_gives_back_the_studio_cameras_images_and_masks(dataset):
 
 def test_track_ingested_dataset_with_ict_against_studio_truth(dataset):
     """No ground truth in the ingested session: `headcap track --head ict:...` on it, then the
-    fit against the studio's truth. Measured at this size with the tracker of commit 7296fe9:
-    vertex median 7.3 mm, landmark reprojection 1.56 px, skull rotation 3.2 deg, translation
-    4.5 mm; the bounds are 1.5x those."""
+    fit against the studio's truth. Measured at this size with the tracker of commit 977d7d6:
+    vertex median 6.15 mm, landmark reprojection 1.55 px, skull rotation 1.48 deg, translation
+    4.52 mm; the bounds are 1.5x those."""
     from headcap.cli import main
     from headcap.studio.nersemble import score_tracking
 
@@ -79,7 +79,7 @@ def test_track_ingested_dataset_with_ict_against_studio_truth(dataset):
     assert str(params["head_spec"].reshape(-1)[0]) == dataset["head"]
     assert "ground_truth" not in read_json(out / "summary.json")  # nothing to compare with inside the session
     scores = score_tracking(out, root / "studio", {s: c for c, s in ds.serials.items()})
-    assert scores["vertex_error_mm_median"] <= 11.0, scores
-    assert scores["landmark_px_median"] <= 2.4, scores
-    assert scores["skull_rotation_deg_max"] <= 4.9, scores
-    assert scores["skull_translation_mm_max"] <= 6.7, scores
+    assert scores["vertex_error_mm_median"] <= 9.2, scores
+    assert scores["landmark_px_median"] <= 2.3, scores
+    assert scores["skull_rotation_deg_max"] <= 2.2, scores
+    assert scores["skull_translation_mm_max"] <= 6.8, scores
