@@ -408,7 +408,12 @@ class _Tracker:
             for j, p in enumerate(model.parents.tolist()):
                 if p in moved:
                     moved.add(j)
-            self.joint_free = bool(head.lbs_weights[:, sorted(moved)].abs().sum() > 1e-9)
+            rows = (head.lbs_weights[:, sorted(moved)].abs().sum(1) > 1e-9).nonzero().squeeze(1)
+            self.joint_free = len(rows) > 0
+            if self.joint_free:  # the vertices the fitted joints move, in float64 for finite differences
+                self.joint_rows = rows
+                self.joint_head = LinearHead(**{k: (v.double() if isinstance(v, Tensor) and v.is_floating_point() else v)
+                                                for k, v in vars(LinearHead.of(model, self.subset[rows])).items()})
         self.albedo = None
         self.sh = None
         self.cache: dict[int, tuple[list[Tensor], Tensor]] = {}
@@ -471,14 +476,20 @@ class _Tracker:
         if lay.shape:
             if lay.ne:
                 cols.append(lin @ self.expr_basis)
-            if lay.nj:
+            if lay.nj:  # forward differences over the few joint parameters, on the vertices they move
                 fit = torch.tensor(seq.fit_joints)
+                ident_d = None if identity is None else identity.double()
+                expr_d = None if expression is None else expression.double()
 
                 def posed(z):
-                    full = torch.zeros(1, self.model.num_joints, 3, dtype=z.dtype).index_copy(1, fit, z.reshape(1, -1, 3))
-                    return local_vertices(head, identity, expression, full)[0][0]
+                    full = torch.zeros(1, self.model.num_joints, 3, dtype=torch.float64).index_copy(1, fit, z.reshape(1, -1, 3))
+                    return local_vertices(self.joint_head, ident_d, expr_d, full)[0][0]
 
-                jac = torch.func.jacfwd(posed)(seq.joints[t].reshape(-1).detach()).double()
+                z0 = seq.joints[t].reshape(-1).double()
+                x0, step = posed(z0), 1e-6
+                jac = torch.zeros(V, 3, lay.nj, dtype=torch.float64)
+                for k in range(lay.nj):
+                    jac[self.joint_rows, :, k] = (posed(z0 + step * torch.eye(lay.nj, dtype=torch.float64)[k]) - x0) / step
                 cols.append(rot @ jac)
         if lay.identity:
             cols.append(lin @ self.ident_basis)
