@@ -949,5 +949,10 @@ def track_sequence(model, frames: list[list[ViewObservation]], config: TrackingC
         mesh_t = torch.as_tensor(meshes, dtype=model.dtype)
         if mesh_confidence is not None:
             conf_t = torch.as_tensor(np.asarray(mesh_confidence), dtype=model.dtype).reshape(len(frames), -1)
-    tracker = _Tracker(model, frames, config, mesh_t, conf_t, progress or (lambda *_: None))
-    return tracker.run(resume, checkpoint)
+    from headcap.core.threads import serial_torch_ops
+
+    # small tensors (~10^3 vertices x ~10^2 parameters): torch's pool would mostly spin-wait
+    # (issue #20); the mesh rasterizer keeps its own threads
+    with serial_torch_ops():
+        tracker = _Tracker(model, frames, config, mesh_t, conf_t, progress or (lambda *_: None))
+        return tracker.run(resume, checkpoint)
