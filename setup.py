@@ -38,7 +38,7 @@ INSTALL_REQUIRES = [
     "ai-edge-litert>=2.0",  # runs MediaPipe's face models (headcap landmarks) under numpy 2
     "scikit-image>=0.22",  # marching cubes for the TSDF surface and the visual hull (headcap reconstruct)
     "pocketsphinx>=5.0,<6",  # headcap speak: forced alignment / phone recognition, ships its en-us models
-    "safetensors>=0.4",  # headcap speak: the learned audio-to-expression weights
+    "safetensors>=0.4",  # headcap speak / register --method learned: the shipped network weights
 ]
 
 EXTRAS = {
@@ -72,6 +72,7 @@ setup(
         "headcap.core": ["csrc/*.h"],
         "headcap.viewer": ["viewer.js", "viewer.bundle.js"],
         "headcap.reconstruct.speech": ["weights/*.safetensors"],
+        "headcap.reconstruct.learned_registration": ["weights/*.safetensors"],
     },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -4,9 +4,9 @@ Every draw comes from the generator passed in. A scene: a head of the model with
 identity (the studio's N(0, 0.5^2) clipped), an expression frame of the studio's speech/blink/
 smile curves plus a few random extra blendshapes, a gaze, a head pose wider than the studio's
 (yaw +-25, pitch +-15, roll +-8 degrees, +-2 cm), random albedo (the studio's procedural skin,
-hair, eyes) and lighting strengths, a random rig (6-12 cameras on the studio's arc at 0.85-1.2 m,
+hair, eyes) and lighting strengths, a random rig (6-10 cameras on the studio's arc at 0.85-1.2 m,
 azimuth span 100-170 degrees, the whole arc turned by up to +-25 degrees, its own focal lengths,
-principal points and lens distortion), an image size of 128-256 px and Gaussian noise 0-0.02.
+principal points and lens distortion), an image size of 128-192 px and Gaussian noise 0-0.02.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ __all__ = ["SceneConfig", "sample_scene", "rotate_rig_about_y"]
 
 @dataclass(frozen=True)
 class SceneConfig:
-    cameras: tuple[int, int] = (6, 12)
-    resolution: tuple[int, ...] = (128, 160, 192, 256)
+    cameras: tuple[int, int] = (6, 10)
+    resolution: tuple[int, ...] = (128, 160, 192)
     distance: tuple[float, float] = (0.85, 1.2)
     azimuth_span: tuple[float, float] = (100.0, 170.0)
     arc_turn_deg: float = 25.0

@@ -40,13 +40,13 @@ FORMAT = "headcap-learned-registration-1"
 class NetConfig:
     crop: int = 64
     """Side (pixels) of the square crop of each view around the projected volume."""
-    features: int = 32
+    features: int = 16
     """Channels of the per-view feature maps (stride 4: crop/4 pixels on a side)."""
-    resolution: int = 16
+    resolution: int = 12
     """Points per side of the feature volume."""
     side: float = 0.32
     """Side of the feature volume (m)."""
-    channels3d: int = 32
+    channels3d: int = 24
     hidden: int = 256
     num_identity: int = 0
     num_expression: int = 0
@@ -236,9 +236,9 @@ class LearnedRegNet(nn.Module):
         c = config.features
         self.encoder = nn.Sequential(_block2d(3, 16, 2), _block2d(16, 32, 2), _block2d(32, 32, 1),
                                      nn.Conv2d(32, c, 3, 1, 1))
-        self.weigher = nn.Sequential(nn.Linear(c + 3, 32), nn.ReLU(inplace=True), nn.Linear(32, 1))
+        self.weigher = nn.Sequential(nn.Linear(c + 3, 16), nn.ReLU(inplace=True), nn.Linear(16, 1))
         c3 = config.channels3d
-        self.volume_net = nn.Sequential(_block3d(2 * c + 4, c3, 1), _block3d(c3, c3, 1), _block3d(c3, 2 * c3, 2),
+        self.volume_net = nn.Sequential(_block3d(2 * c + 4, c3, 1), _block3d(c3, 2 * c3, 2),
                                         _block3d(2 * c3, 2 * c3, 1), _block3d(2 * c3, 3 * c3, 2))
         cells = (config.resolution // 4) ** 3
         self.mlp = nn.Sequential(nn.Linear(3 * c3 * cells, config.hidden), nn.ReLU(inplace=True))

@@ -45,7 +45,7 @@ class TrainConfig:
     """Scenes rendered into the pool per step."""
     min_views: int = 5
     """Fewest cameras a training sample keeps of its scene's rig."""
-    max_views: int = 8
+    max_views: int = 7
     """Most cameras a training sample keeps of its scene's rig."""
     lr: float = 1e-3
     """Peak learning rate (Adam, cosine decay to 1% of it)."""
@@ -53,13 +53,13 @@ class TrainConfig:
     """Seed of every random draw."""
     head: str = "default"
     """Head model spec (default | ict:PATH | flame:PATH | npz:PATH)."""
-    threads: int = 2
-    """Torch threads."""
+    threads: int = 1
+    """Torch threads (1: on a shared machine more threads mostly spin)."""
     checkpoint_every: int = 100
     """Steps between checkpoints, loss-curve updates and held-out evaluations."""
     validation: int = 8
     """Held-out scenes evaluated at every checkpoint."""
-    resolution: int = 16
+    resolution: int = 12
     """Points per side of the feature volume."""
 
     def __post_init__(self):
