@@ -172,3 +172,27 @@ def test_bad_frames_flag(session_dir):
         parse_frames("5:9", 3)
     with pytest.raises(ValueError, match="--frames"):
         parse_frames("a:b", 3)
+
+
+def test_frames_on_local_workers_give_the_serial_run_s_files(tmp_path):
+    """The geometry step maps its frames through the pipeline's executor: two local worker
+    processes write byte-identical surfaces and points to a serial run's."""
+    from headcap.pipeline.executor import ExecutorConfig, make_executor
+    from headcap.pipeline.runner import Pipeline
+    from headcap.pipeline.stages.reconstruct import ReconstructStageConfig, reconstruct_stage
+    from headcap.studio.synthesize import StudioConfig, synthesize_session
+
+    session = tmp_path / "session"
+    synthesize_session(StudioConfig(cameras=4, frames=2, resolution=96, calib_frames=0, seed=5), session)
+    config = ReconstructStageConfig(depth_samples=16, hull_voxel=0.005)
+    folders = {}
+    for kind in ("serial", "local"):
+        with make_executor(ExecutorConfig(kind=kind, workers=2)) as executor:
+            root = tmp_path / kind
+            folders[kind] = Pipeline(root, [reconstruct_stage(config, source=session)],
+                                     executor=executor).run()["geometry"].folder
+    for name in ("000000.ply", "000000_surface.ply", "000001.ply", "000001_surface.ply"):
+        assert (folders["local"] / name).read_bytes() == (folders["serial"] / name).read_bytes(), name
+    stats = [json.loads((folders[k] / "000001.json").read_text()) for k in ("serial", "local")]
+    assert {k: v for k, v in stats[0].items() if "seconds" not in k} == \
+        {k: v for k, v in stats[1].items() if "seconds" not in k}

@@ -124,42 +124,26 @@ def reconstruct_stage(config: ReconstructStageConfig, source: Path | None = None
 
 
 def reconstruct_into(ctx: StageContext, source: Path) -> dict:
-    from headcap.reconstruct.geometry import reconstruct_frame
-    from headcap.reconstruct.mvs import load_views
-
     config: ReconstructStageConfig = ctx.config
     session, rig = check_session(source)
     frames = parse_frames(config.frames, session.frame_count)
-    geo_config = geometry_config(config)
-    truth = _ground_truth(session)
     work = ctx.work_dir
     done = [t for t in frames if (work / f"{t:06d}.json").is_file()]
     if done:
         ctx.console.print(f"  {len(done)} of {len(frames)} frames already done (resuming)")
-    per_frame = []
-    with ctx.progress("reconstruct", len(frames) * len(session.cameras)) as update:
-        for k, t in enumerate(frames):
-            stats_path = work / f"{t:06d}.json"
-            if stats_path.is_file():
-                per_frame.append(read_json(stats_path))
-                update((k + 1) * len(session.cameras))
-                continue
-            warnings: list[str] = []
-            views = load_views(session, rig, t, warn=warnings.append)
-            for w in warnings:
-                ctx.console.print(f"  [yellow]{w}[/]")
-            base = k * len(session.cameras)
-            geo = reconstruct_frame(views, geo_config,
-                                    progress=lambda i, n: update(base + i, description=f"frame {t} view {i}/{n}"))
-            stats = write_frame(work, t, views, geo, truth, config.save_depth)
-            stats["warnings"] = warnings
-            write_json(stats_path, stats)  # last: marks the frame done
-            per_frame.append(stats)
-            line = (f"  frame {t}: {stats['method']}, {stats['points']} points, {stats['surface_faces']} triangles, "
-                    f"coverage {stats['coverage']:.0%}, {stats['seconds_total']:.1f} s")
-            if "surface_error_median_mm" in stats:
-                line += f"; surface to truth median {stats['surface_error_median_mm']:.3f} mm"
-            ctx.console.print(line)
+    todo = [t for t in frames if t not in done]
+    # one job per frame on the pipeline's executor (serial, local processes or Ray): each job
+    # reads the session, reconstructs its frame and writes its files, <t>.json last
+    jobs = [(str(source), str(work), t, config) for t in todo]
+    for stats in ctx.map(reconstruct_one_frame, jobs, "reconstruct", labels=[f"frame {t}" for t in todo]):
+        for w in stats["warnings"]:
+            ctx.console.print(f"  [yellow]{w}[/]")
+        line = (f"  frame {stats['frame']}: {stats['method']}, {stats['points']} points, {stats['surface_faces']} "
+                f"triangles, coverage {stats['coverage']:.0%}, {stats['seconds_total']:.1f} s")
+        if "surface_error_median_mm" in stats:
+            line += f"; surface to truth median {stats['surface_error_median_mm']:.3f} mm"
+        ctx.console.print(line)
+    per_frame = [read_json(work / f"{t:06d}.json") for t in frames]
     summary = {"frames": per_frame, "cameras": list(session.cameras), "session": str(session.manifest_path)}
     for key in ("seconds_total", "coverage", "surface_error_median_mm", "surface_error_p95_mm",
                 "points_error_median_mm"):
@@ -169,6 +153,23 @@ def reconstruct_into(ctx: StageContext, source: Path) -> dict:
     summary["fallback_frames"] = [f["frame"] for f in per_frame if f["method"] != "mvs"]
     write_json(work / "summary.json", summary)
     return {k: v for k, v in summary.items() if k.startswith("median_")} | {"frames": len(per_frame)}
+
+
+def reconstruct_one_frame(job: tuple[str, str, int, ReconstructStageConfig]) -> dict:
+    """One frame's geometry into the work folder (a job of ctx.map: plain arguments, its own
+    files only, <t>.json written last to mark the frame done); returns the frame's stats."""
+    from headcap.reconstruct.geometry import reconstruct_frame
+    from headcap.reconstruct.mvs import load_views
+
+    source, work, t, config = job
+    session, rig = check_session(Path(source))
+    warnings: list[str] = []
+    views = load_views(session, rig, t, warn=warnings.append)
+    geo = reconstruct_frame(views, geometry_config(config))
+    stats = write_frame(Path(work), t, views, geo, _ground_truth(session), config.save_depth)
+    stats["warnings"] = warnings
+    write_json(Path(work) / f"{t:06d}.json", stats)  # last: marks the frame done
+    return stats
 
 
 def _ground_truth(session):
