@@ -211,7 +211,9 @@ def estimate_appearance(vertices: Tensor, normals: Tensor, views: list[ViewObser
         a = albedo[ids_all]
         for c in range(3):
             design = basis * a[:, c:c + 1]
-            sh[:, c] = torch.linalg.lstsq(design, obs[:, c:c + 1]).solution[:, 0]
+            # numpy's LAPACK: torch's (MKL) lstsq differs in the last bits from call to call
+            # (its results depend on memory alignment), which a resumed run would not reproduce
+            sh[:, c] = torch.from_numpy(np.linalg.lstsq(design.numpy(), obs[:, c].numpy(), rcond=None)[0])
     fill = albedo[seen].median(dim=0).values
     albedo = torch.where(seen[:, None], albedo, fill)
     return albedo.clamp(0.0, 2.0).float(), sh.float()
