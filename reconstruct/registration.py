@@ -47,9 +47,9 @@ class RegistrationConfig:
     multi-view network from the calibrated images; no geometry needed; see docs/learned_registration.md)."""
     keyframes: int = 4
     """Frames (evenly spaced) on which the shared identity is estimated."""
-    points: int = 4000
+    points: int = 12000
     """Cloud points per frame in the model fit (a seeded subsample)."""
-    rounds: int = 5
+    rounds: int = 10
     """Correspondence updates of the model fit (two Levenberg-Marquardt steps in between)."""
     landmarks: bool = True
     """Use landmarks/landmarks3d.npz (from `headcap landmarks`) when the session has it."""

@@ -27,6 +27,7 @@ from headcap.reconstruct.registration_rigid import PointCloud
 from headcap.reconstruct.lbs import axis_angle_to_matrix, lbs
 
 __all__ = ["FitConfig", "FitResult", "fit_head_model", "fit_vertex_mask", "fit_faces", "INTERIOR_REGIONS",
+           "OVERLAY_REGIONS", "match_faces", "absorbed_points",
            "fitted_joints", "closest_on_triangles", "closest_on_mesh", "vertex_rings"]
 
 #: regions no camera sees from outside (or only through the lips): left out of the data term
@@ -49,6 +50,32 @@ def fit_faces(model: HeadModel) -> np.ndarray:
     """[F', 3] the model's triangles with all corners on the outer surface."""
     faces = model.faces.cpu().numpy()
     return faces[fit_vertex_mask(model)[faces].all(1)]
+
+
+#: transparent overlay shells (tear film, eye blend and occlusion): no camera sees them
+OVERLAY_REGIONS = ("lacrimal_fluid", "eye_blend", "eye_occlusion")
+
+
+def match_faces(model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
+    """The triangles a camera can see: ([F'', 3] all but the overlay shells, [F''] bool: on the
+    outer surface, fit_faces). Cloud points closest to the others (teeth and tongue through an
+    open mouth, eyelashes, eye sockets) are absorbed there rather than pulling lips and eyelids."""
+    faces = model.faces.cpu().numpy()
+    hidden = np.zeros(model.num_vertices, bool)
+    for name in OVERLAY_REGIONS:
+        if name in model.region_masks:
+            hidden |= model.region_masks[name].cpu().numpy().astype(bool)
+    faces = faces[~hidden[faces].all(1)]
+    return faces, fit_vertex_mask(model)[faces].all(1)
+
+
+def absorbed_points(points: np.ndarray, vertices: np.ndarray, model: HeadModel) -> np.ndarray:
+    """[N] bool: cloud points whose nearest visible vertex of the fitted mesh `vertices` [V, 3] is
+    not on the outer surface (teeth, tongue, mouth and eye sockets, eyelashes)."""
+    faces, _ = match_faces(model)
+    visible = np.unique(faces)
+    _, idx = cKDTree(vertices[visible]).query(points)
+    return ~fit_vertex_mask(model)[visible[idx]]
 
 
 def fitted_joints(model: HeadModel) -> list[int]:
@@ -78,17 +105,28 @@ class FitConfig:
     """... and in the last round."""
     normal_cos: float = 0.5
     """Least cosine between a cloud normal and its vertex normal."""
+    interior: str = "fit"
+    """Cloud points closest to a visible interior part (teeth, tongue, eyelashes, sockets):
+    'absorb' (left out), 'fit' (data for those parts too), 'ignore' (matched to the outer surface
+    only, as if the interior were not there)."""
+    eyeballs: bool = False
+    """Cloud points closest to an eyeball are data for it (False: absorbed, like the interior:
+    stereo on the eyes is poor, and eyeball points pulled eyelids and eye shapes astray)."""
     tangent: float = 0.01
     """Weight of the point-to-point part beside point-to-plane."""
     landmark: float = 0.02
     """Weight of the triangulated-landmark term (MediaPipe's points sit up to ~1 cm off a model's)."""
     identity_prior: float = 1e-5
     """Weight of |identity|^2 (the data term is a mean over points, in mm^2)."""
-    expression_prior: float = 1e-5
-    """Weight of |expression|^2."""
+    expression_prior: float = 3e-3
+    """Weight of |expression|^2 (1e-5 let multi-view stereo noise switch on eye and lip shapes)."""
     bounds: float = 100.0
     joint_prior: float = 1e-3
     """Weight of |joint rotations|^2 (radians)."""
+
+    def __post_init__(self):
+        if self.interior not in ("absorb", "fit", "ignore"):
+            raise ValueError(f"FitConfig: field 'interior' must be 'absorb', 'fit' or 'ignore', got {self.interior!r}")
 
 
 @dataclass
@@ -282,7 +320,17 @@ def _fit(model, clouds, world_from_head, landmarks, identity, expression, joint_
     subs = [c.subsample(config.points, rng) for c in clouds]
     surface_mask = fit_vertex_mask(model)
     surface = np.flatnonzero(surface_mask)
-    faces_np = fit_faces(model)
+    if config.interior == "ignore":
+        faces_np = fit_faces(model)
+        outer_face = np.ones(len(faces_np), bool)
+    else:
+        faces_np, outer_face = match_faces(model)
+    match_ids = np.unique(faces_np)
+    eyeball = np.zeros(model.num_vertices, bool)
+    for name in ("eyeball_left", "eyeball_right"):
+        if name in model.region_masks:
+            eyeball |= model.region_masks[name].cpu().numpy().astype(bool)
+    eyeball_face = eyeball[faces_np].any(1)
     rings = vertex_rings(faces_np, model.num_vertices)
     tpl = model.template.double().numpy()
     reach = float(np.linalg.norm(tpl[faces_np[:, 0]] - tpl[faces_np[:, 1]], axis=1).max()) if len(faces_np) else 0.0
@@ -412,8 +460,13 @@ def _fit(model, clouds, world_from_head, landmarks, identity, expression, joint_
             tri = v[faces_np]
             fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
             fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
-            ok, face, bary, _ = closest_on_mesh(subs[t].points, v, faces_np, rings, cKDTree(v[surface]), surface, gate, reach)
+            ok, face, bary, _ = closest_on_mesh(subs[t].points, v, faces_np, rings, cKDTree(v[match_ids]), match_ids,
+                                                gate, reach)
             ok &= np.einsum("ij,ij->i", fn[face], subs[t].normals) > config.normal_cos
+            if config.interior == "absorb":
+                ok &= outer_face[face]
+            if not config.eyeballs:
+                ok &= ~eyeball_face[face]
             matched[t] = ok.mean()
             raw.append((faces_np[face[ok]], bary[ok], subs[t].points[ok], fn[face[ok]], subs[t].confidence[ok]))
         used = np.unique(np.concatenate([r[0].ravel() for r in raw] + [lm_ids.numpy()]))

@@ -46,6 +46,9 @@ class NonrigidConfig:
     """Weight of the point-to-point part beside point-to-plane."""
     sigma: float = 0.001
     """Distance (m) at which a vertex's confidence falls to 1/e."""
+    along_normal: bool = True
+    """Offsets along the model fit's vertex normals only (one number per vertex): the fit fixes
+    the correspondence, the offsets the shape; noisy clouds cannot slide the surface sideways."""
 
 
 @dataclass
@@ -116,10 +119,23 @@ def nonrigid_refine(vertices: np.ndarray, faces: np.ndarray, active: np.ndarray,
     reg = config.smoothness * lap + config.stiffness * sp.identity(V)
     reg3 = sp.kron(reg, sp.identity(3), format="csr")
     offsets = np.zeros_like(base)
+    base_normals = vertex_normals_np(base, faces)
+    if config.along_normal:
+        # d = N s: N [3V, V] puts each vertex's scalar offset along its normal
+        basis = sp.csr_matrix((base_normals.ravel(), (np.arange(3 * V), np.repeat(np.arange(V), 3))), shape=(3 * V, V))
+        reg1 = (basis.T @ reg3 @ basis).tocsr()
     for _ in range(config.rounds):
         cur = base + offsets
         normals = vertex_normals_np(cur, faces)
         q, m, c = local_planes(cur, normals, active, cloud, config)
+        if config.along_normal:
+            mn = np.einsum("vc,vc->v", m, base_normals)
+            gap = base - q
+            diag = c * (mn ** 2 + config.tangent)
+            rhs = -c * (mn * np.einsum("vc,vc->v", m, gap) + config.tangent * np.einsum("vc,vc->v", base_normals, gap))
+            scalar = spsolve((sp.diags(diag) + reg1).tocsc(), rhs)
+            offsets = scalar[:, None] * base_normals
+            continue
         # per-vertex 3x3 data blocks c (m m^T + tangent I)
         blocks = c[:, None, None] * (m[:, :, None] * m[:, None, :] + config.tangent * np.eye(3))
         rows = np.repeat(np.arange(3 * V).reshape(V, 3, 1), 3, axis=2)
