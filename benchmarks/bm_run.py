@@ -1,9 +1,11 @@
-"""Executors of `headcap run`: the per-frame landmarks step of a 16-camera session on the serial
-executor, 2 local worker processes and a private 2-CPU Ray cluster, in the same run, with the
-artefacts checked identical; and `headcap batch` over several sessions, serial vs 2 workers.
+"""Executors of `headcap run`: a per-frame step of a 16-camera session (landmarks, or multi-view
+stereo with --step geometry) on the serial executor, 2 local worker processes and a private 2-CPU
+Ray cluster, in the same run, with the artefacts checked identical; and `headcap batch` over
+several sessions, serial vs 2 workers (landmarks only).
 
     python benchmarks/bm_run.py                         # 16 cameras x 8 frames at 256 px
     python benchmarks/bm_run.py --cameras 16 --frames 8 --resolution 256 --sessions 3
+    python benchmarks/bm_run.py --step geometry --frames 4 --resolution 192 --sessions 0
 
 Needs MediaPipe's models (../shared/data/mediapipe_face/models or --models) and Ray for the Ray
 row (pip install "headcap[ray]"). Wall-clock seconds on a shared machine: the load average is
@@ -26,9 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # the steps up to landmarks only: the benchmark times the executors on per-frame work
 HEAVY = ("geometry", "registration", "tracking", "stabilize", "avatar", "avatar_eval", "export")
+#: what each timed step writes (compared across executors)
+OUTPUT = {"landmarks": "landmarks/landmarks2d.npz", "geometry": "geometry/000000_surface.ply"}
 
 
-def _run(session: Path, models: Path, kind: str, workers: int) -> float:
+def _run(session: Path, models: Path, kind: str, workers: int, step: str = "landmarks") -> float:
     from rich.console import Console
 
     from headcap.pipeline.chain import read_config_file, run_session
@@ -38,11 +42,11 @@ def _run(session: Path, models: Path, kind: str, workers: int) -> float:
     import dataclasses
 
     config["landmarks"] = dataclasses.replace(config["landmarks"], models=str(models))
-    config["skip"] = HEAVY
+    config["skip"] = tuple(s for s in HEAVY if s != step)
     config["executor"] = ExecutorConfig(kind=kind, workers=workers)
     tic = time.perf_counter()
     with make_executor(config["executor"]) as executor:
-        run_session(session, config, only=("landmarks",), executor=executor, console=Console(file=open(os.devnull, "w")),
+        run_session(session, config, only=(step,), executor=executor, console=Console(file=open(os.devnull, "w")),
                     report=False)
     return time.perf_counter() - tic
 
@@ -53,6 +57,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--sessions", type=int, default=3)
+    parser.add_argument("--step", choices=sorted(OUTPUT), default="landmarks")
     parser.add_argument("--models", type=Path,
                         default=Path(os.environ.get("HEADCAP_TEST_DATA", ROOT.parent / "shared" / "data"))
                         / "mediapipe_face" / "models")
@@ -77,18 +82,25 @@ def main() -> None:
     for kind, workers in kinds:
         copy = tmp / f"s_{kind}"
         shutil.copytree(base, copy)
-        seconds = _run(copy, args.models, kind, workers)
-        with np.load(copy / "landmarks" / "landmarks2d.npz") as data:
-            arrays = {k: data[k] for k in data.files}
+        seconds = _run(copy, args.models, kind, workers, args.step)
+        if args.step == "landmarks":
+            with np.load(copy / OUTPUT["landmarks"]) as data:
+                arrays = {k: data[k] for k in data.files}
+        else:
+            arrays = {"bytes": np.frombuffer((copy / OUTPUT[args.step]).read_bytes(), np.uint8)}
         if reference is None:
             reference = arrays
         same = all(np.array_equal(arrays[k], reference[k], equal_nan=arrays[k].dtype.kind == "f") for k in reference)
         rows.append((kind, workers, seconds, same))
     serial = rows[0][2]
+    print(f"step: {args.step}")
     print(f"{'executor':<10}{'workers':>8}{'seconds':>10}{'speed-up':>10}  identical")
     for kind, workers, seconds, same in rows:
         print(f"{kind:<10}{workers:>8}{seconds:>10.1f}{serial / seconds:>9.2f}x  {same}")
 
+    if args.sessions < 1:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     folder = tmp / "batch"
     for i in range(args.sessions):
         shutil.copytree(base, folder / f"session{i}")

@@ -1,5 +1,6 @@
 """Draw docs/img/architecture_pipeline.png: the design's stages (built ones filled, planned ones
-outlined) and the demo's stage graph as the runner sees it (read from DemoConfig().stages()).
+outlined) and the steps `headcap run` (and so `headcap demo`) chains, read from
+headcap.pipeline.chain.steps().
 
     python docs/scripts/pipeline_diagram.py docs/img/architecture_pipeline.png
 """
@@ -14,12 +15,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-from headcap.demo import DemoConfig  # noqa: E402
+from headcap.pipeline.chain import steps  # noqa: E402
 
 DESIGN = [  # (folder, stage, built?)
     ("calib", "calibration", True), ("capture", "ingest", True), ("reconstruct", "landmarks", True),
-    ("reconstruct", "registration", False), ("reconstruct", "stabilization", False),
-    ("reconstruct", "tracking", False), ("avatar", "gaussian avatar", False), ("avatar", "export", True),
+    ("reconstruct", "registration", True), ("reconstruct", "stabilization", True),
+    ("reconstruct", "tracking", True), ("avatar", "gaussian avatar", True), ("avatar", "export", True),
 ]
 COLOURS = {"calib": "#4e79a7", "capture": "#59a14f", "reconstruct": "#f28e2b", "avatar": "#e15759",
            "headcap": "#76b7b2"}
@@ -38,7 +39,7 @@ def _arrow(ax, a, b):
 
 def main(path: str) -> None:
     fig, ax = plt.subplots(figsize=(11, 4.2), dpi=110)
-    ax.set_xlim(-0.3, 14.6)
+    ax.set_xlim(-0.3, 16.0)
     ax.set_ylim(-0.6, 3.3)
     ax.axis("off")
     ax.text(-0.2, 3.05, "design stages (filled: built; dashed: planned)", fontsize=9, weight="bold")
@@ -47,20 +48,16 @@ def main(path: str) -> None:
         _box(ax, x, 2.45, f"{stage}\n{folder}/", COLOURS[folder], built)
     for a, b in zip(xs, xs[1:]):
         _arrow(ax, (a + 0.78, 2.45), (b - 0.78, 2.45))
-    stages = DemoConfig().stages()
-    ax.text(-0.2, 1.25, "headcap demo as the runner sees it (folders under --out; arrows = declared inputs)",
+    chain = steps()
+    ax.text(-0.2, 1.25, "headcap run SESSION / headcap demo: the steps in order (folders under SESSION/)",
             fontsize=9, weight="bold")
-    pos = {s.name: (1.5 + 3.6 * i, 0.45) for i, s in enumerate(stages)}
-    pos["report.html"] = (1.5 + 3.6 * len(stages), 0.45)
-    for s in stages:
-        _box(ax, *pos[s.name], f"{s.name}/\n{', '.join(s.outputs[:2])}", COLOURS["headcap"], w=2.6, h=0.7)
-        for name in s.inputs:
-            (x0, y0), (x1, y1) = pos[name], pos[s.name]
-            bend = 0.0 if abs(x1 - x0) < 4 else -0.35
-            ax.add_patch(FancyArrowPatch((x0 + 1.3, y0), (x1 - 1.3, y1), connectionstyle=f"arc3,rad={bend}",
-                                         arrowstyle="-|>", mutation_scale=10, color="#555", lw=1.0))
-    _box(ax, *pos["report.html"], "report.html\n(every run)", COLOURS["headcap"], filled=False, w=2.6, h=0.7)
-    _arrow(ax, (pos[stages[-1].name][0] + 1.3, 0.45), (pos["report.html"][0] - 1.3, 0.45))
+    xs = [0.75 + 1.45 * i for i in range(len(chain) + 1)]
+    for x, step in zip(xs, chain):
+        _box(ax, x, 0.45, step.name.replace("_", "\n", 1) if len(step.name) > 10 else step.name,
+             COLOURS["headcap"], w=1.3, h=0.7)
+    _box(ax, xs[-1], 0.45, "report.html\nrun.json", COLOURS["headcap"], filled=False, w=1.3, h=0.7)
+    for a, b in zip(xs, xs[1:]):
+        _arrow(ax, (a + 0.66, 0.45), (b - 0.66, 0.45))
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out.with_suffix(".tmp.png"))
