@@ -80,7 +80,9 @@ class RegistrationConfig:
         return FitConfig(rounds=self.rounds, points=self.points)
 
     def nonrigid(self) -> NonrigidConfig:
-        return NonrigidConfig(rounds=self.nonrigid_rounds, smoothness=self.smoothness, radius=self.radius)
+        # along the fit's normals: free 3D offsets let stereo noise slide the surface sideways
+        return NonrigidConfig(rounds=self.nonrigid_rounds, smoothness=self.smoothness, radius=self.radius,
+                              along_normal=True)
 
 
 @dataclass

@@ -46,7 +46,7 @@ class NonrigidConfig:
     """Weight of the point-to-point part beside point-to-plane."""
     sigma: float = 0.001
     """Distance (m) at which a vertex's confidence falls to 1/e."""
-    along_normal: bool = True
+    along_normal: bool = False
     """Offsets along the model fit's vertex normals only (one number per vertex): the fit fixes
     the correspondence, the offsets the shape; noisy clouds cannot slide the surface sideways."""
 
