@@ -144,7 +144,7 @@ def _make_avatar(path: Path, config) -> Stage:
 
     session = _needs_rig(path, "the avatar")
     try:
-        head_params_path(session)
+        head_params_path(session, config.head_params)
     except ValueError as exc:
         raise Skip(str(exc)) from None
     return avatar_train_stage(config, path.parent, name="avatar")
