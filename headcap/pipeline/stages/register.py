@@ -101,6 +101,19 @@ def _ply_vertex_count(path: Path) -> int | None:
     return None
 
 
+def truth_and_model_files(root: Path, head: str) -> list[Path]:
+    """Files a registration stage's key also covers: a synthetic session's ground-truth vertices
+    (its errors are measured against them) and the head model's file (a SPEC with a path)."""
+    files = []
+    gt = root / "ground_truth" / "vertices.npz"
+    if gt.is_file():
+        files.append(gt)
+    path = head.partition(":")[2]
+    if path and Path(path).exists():
+        files.append(Path(path))
+    return files
+
+
 def register_stage(config: RegisterStageConfig, source: Path, name: str = "registration") -> Stage:
     if config.method == "learned":
         from headcap.pipeline.stages.register_learned import learned_register_stage
@@ -113,12 +126,7 @@ def register_stage(config: RegisterStageConfig, source: Path, name: str = "regis
     lm = root / "landmarks" / "landmarks3d.npz"
     if config.landmarks and lm.is_file():
         files.append(lm)
-    gt = root / "ground_truth" / "vertices.npz"
-    if gt.is_file():
-        files.append(gt)
-    head = config.head.partition(":")
-    if head[2] and Path(head[2]).exists():
-        files.append(Path(head[2]))
+    files += truth_and_model_files(root, config.head)
 
     def run(ctx: StageContext) -> dict:
         return register_into(ctx, Path(source))

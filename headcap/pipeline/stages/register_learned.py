@@ -19,6 +19,7 @@ import numpy as np
 
 from headcap.core.fileio import write_json
 from headcap.pipeline.runner import Stage, StageContext
+from headcap.pipeline.stages.register import truth_and_model_files
 
 CODE = ("headcap.reconstruct.learned_registration.model", "headcap.reconstruct.learned_registration.infer",
         "headcap.pipeline.stages.register_learned")
@@ -40,13 +41,7 @@ def learned_register_stage(config, source: Path, name: str = "registration") -> 
                          "calibrated cameras (run `headcap calibrate` or give the session a rig.json)")
     weights = _weights_path(config)
     load_weights(weights)  # a bad path or file fails here, before any work
-    files = [*session.input_files(), weights]
-    gt = Path(session.root) / "ground_truth" / "vertices.npz"
-    if gt.is_file():
-        files.append(gt)
-    head = config.head.partition(":")
-    if head[2] and Path(head[2]).exists():
-        files.append(Path(head[2]))
+    files = [*session.input_files(), weights, *truth_and_model_files(Path(session.root), config.head)]
 
     def run(ctx: StageContext) -> dict:
         return learned_register_into(ctx, Path(source))
