@@ -116,9 +116,10 @@ def shade(vertices, faces, uvs, face_uvs, texture: np.ndarray, tri, bary, backgr
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def write_nerfstudio_scan(out: Path, scan_folder: Path, rig, progress=None) -> dict:
+def write_nerfstudio_scan(out: Path, scan_folder: Path, rig, progress=None, caster=None) -> dict:
     """Render the scan through `rig` (headcap Cameras: K, OpenCV distortion, cam_from_world) into
-    a nerfstudio dataset at `out`; returns the scan's (vertices, faces) in the world frame."""
+    a nerfstudio dataset at `out`; returns the scan's (vertices, faces) in the world frame.
+    `caster` replaces `raycast` (same arguments and results; e.g. Open3D's, in bm_scan_mvs.py)."""
     from headcap.studio.scan import load_scan
 
     model, texture = load_scan(scan_folder)
@@ -129,9 +130,10 @@ def write_nerfstudio_scan(out: Path, scan_folder: Path, rig, progress=None) -> d
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     frames = []
+    caster = caster or raycast
     for i, cam in enumerate(rig.cameras.values()):
         dist = np.zeros(5) if cam.distortion_model == "none" else np.asarray(cam.distortion)
-        tri, bary, _ = raycast(verts, faces, cam.K, dist, cam.cam_from_world, cam.width, cam.height)
+        tri, bary, _ = caster(verts, faces, cam.K, dist, cam.cam_from_world, cam.width, cam.height)
         img = shade(verts, faces, uvs, face_uvs, tex, tri, bary)
         cv2.imwrite(str(out / "images" / f"{cam.id}.png"), img[..., ::-1])
         cv2.imwrite(str(out / "masks" / f"{cam.id}.png"), ((tri >= 0) * 255).astype(np.uint8))
