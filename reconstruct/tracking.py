@@ -67,7 +67,7 @@ class TrackingConfig:
     """Weight of the expression coefficients' squared norm."""
     joint_prior: float = 5.0
     """Weight of the fitted joints' squared rotation (radians)."""
-    temporal_weight: float = 1e5
+    temporal_weight: float = 1e4
     """Weight of the squared vertex acceleration (m^2) over time."""
     identity_modes: int = 50
     """Identity modes fitted (at most the model's)."""
@@ -368,7 +368,7 @@ class _Tracker:
 
     def __init__(self, model, frames: list[list[ViewObservation]], config: TrackingConfig,
                  meshes: Tensor | None, mesh_confidence: Tensor | None, progress: Callable[[str, int, int], None],
-                 max_vertices: int = 1500):
+                 max_vertices: int = 3000):
         from headcap.reconstruct.shading import vertex_normals
 
         self.model, self.frames, self.config = model, frames, config
