@@ -91,6 +91,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--renderer", choices=("numpy", "open3d"), default="numpy",
                     help="the outside renderer: our numpy ray caster or Open3D's RaycastingScene")
+    ap.add_argument("--tsdf-min-weight", type=float, default=None, help="passed to headcap reconstruct")
     args = ap.parse_args(argv)
     data = Path(os.environ.get("HEADCAP_TEST_DATA", ROOT.parent / "shared" / "data"))
     work = args.work or Path(tempfile.mkdtemp(prefix="bm_scan_"))
@@ -115,7 +116,8 @@ def main(argv=None) -> dict:
     if not (session / "session.json").is_file():
         assert headcap(["ingest", str(dataset), "--out", str(session), "--no-progress"]) == 0
     t0 = time.perf_counter()
-    assert headcap(["reconstruct", str(session)]) == 0
+    extra = [] if args.tsdf_min_weight is None else ["--tsdf-min-weight", str(args.tsdf_min_weight)]
+    assert headcap(["reconstruct", str(session), *extra]) == 0
     recon_s = time.perf_counter() - t0
     surface = read_points(session / "geometry" / "000000_surface.ply")
     sv, sf = surface["points"], surface["faces"]
@@ -137,6 +139,7 @@ def main(argv=None) -> dict:
     comp_head = distance_to_mesh(verts[head], sv, sf)
     result = {
         "session": f"Lee Perry-Smith scan, {args.cameras} cameras x {args.resolution} px, {renderer}, nerfstudio",
+        "tsdf_min_weight": args.tsdf_min_weight,
         "renderer_agreement": agreement,
         "load_average": os.getloadavg()[0], "seconds_render": render_s, "seconds_reconstruct": recon_s,
         "surface_to_scan_median_mm": float(np.median(acc) * 1e3),
