@@ -84,7 +84,10 @@ def export_into(ctx: StageContext, root: Path, avatar: Path | None) -> dict:
         lines["avatar.glb"] = export_animated_splats(world, root, ctx.work_dir / "avatar.glb", "splat-glb",
                                                      None, frame, arkit_map=arkit_map)
         ctx.console.print(f"  {lines['avatar.glb']}")
-    files = {name: {"bytes": (ctx.work_dir / name).stat().st_size, "note": note} for name, note in lines.items()}
+    # the notes name the file by its name in this folder, not by the work folder's path
+    files = {name: {"bytes": (ctx.work_dir / name).stat().st_size,
+                    "note": note.replace(f"wrote {ctx.work_dir / name}", f"wrote {name}", 1)}
+             for name, note in lines.items()}
     summary = {"files": files, "morph_targets": len(info.morph_targets), "joints": list(info.joints),
                "frames": info.frames}
     write_json(ctx.work_dir / "summary.json", summary)
