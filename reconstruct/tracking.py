@@ -746,16 +746,18 @@ class _Tracker:
                 return out
             return fn
 
+        share = 1.0 / T  # each frame's system carries its share of the identity prior
+
+        def acceleration_energy(Xs):
+            if not acc_w:
+                return 0.0
+            accel = torch.stack([Xs[t - 1] - 2 * Xs[t] + Xs[t + 1] for t in range(1, T - 1)])
+            return acc_w * float((accel ** 2).sum(-1).mean(-1).sum())
+
         def total_energy():
             Xs = [self.subset_vertices(t) for t in range(T)]
-            energy = self.config.identity_prior * float((self.seq.identity.double() ** 2).sum())
-            for t in range(T):
-                e, _ = self.frame_energy_total(t, lay, photometric, None, 0.0, X=Xs[t])
-                energy += e
-            if acc_w:
-                accel = torch.stack([Xs[t - 1] - 2 * Xs[t] + Xs[t + 1] for t in range(1, T - 1)])
-                energy += acc_w * float((accel ** 2).sum(-1).mean(-1).sum())
-            return energy
+            return acceleration_energy(Xs) + sum(self.frame_energy_total(t, lay, photometric, None, share, X=Xs[t])[0]
+                                                 for t in range(T))
 
         for it in range(iterations):
             for t in range(T):
@@ -766,25 +768,15 @@ class _Tracker:
             S = torch.zeros(S_, S_, dtype=torch.float64)
             rhs = torch.zeros(S_, dtype=torch.float64)
             blocks = []
-            energy = self.config.identity_prior * float((self.seq.identity.double() ** 2).sum())
+            energy = acceleration_energy(Xs)
             for t in range(T):
                 X, JX = self.linearize(t, lay)
                 system = _System(lay.size)
-                e, _ = self.frame_energy_total(t, lay, photometric, None, 0.0, system, X, JX)
-                energy += e
-                # the acceleration rows (each counted once per frame it involves; energy below)
+                energy += self.frame_energy_total(t, lay, photometric, None, share, system, X, JX)[0]
+                # the acceleration rows of the terms frame t is in (their energy is counted above)
                 self.temporal_rows(X, JX, temporal(t), system)
                 self._fix_bounds(system, lay, t)
                 blocks.append(system)
-            if acc_w:
-                accel = torch.stack([Xs[t - 1] - 2 * Xs[t] + Xs[t + 1] for t in range(1, T - 1)])
-                energy += acc_w * float((accel ** 2).sum(-1).mean(-1).sum())
-            if lay.identity:
-                ids = torch.arange(F_, F_ + lay.ni)
-                ident = self.seq.identity.detach().double()
-                for system in blocks:
-                    system.A[ids, ids] += self.config.identity_prior / T
-                    system.g[ids] += self.config.identity_prior / T * ident
             accepted = False
             for _ in range(5):
                 factors = []
@@ -796,7 +788,7 @@ class _Tracker:
                     Afs, gf = A[:F_, F_:], system.g[:F_]
                     L = torch.linalg.cholesky(Aff)
                     sol = torch.cholesky_solve(torch.cat([Afs, gf[:, None]], 1), L)
-                    factors.append((L, sol))
+                    factors.append(sol)
                     if S_:
                         S += A[F_:, F_:] - Afs.T @ sol[:, :S_]
                         rhs += system.g[F_:] - Afs.T @ sol[:, S_]
@@ -806,8 +798,8 @@ class _Tracker:
                 else:
                     d_shared = torch.zeros(0, dtype=torch.float64)
                 saved = self.snapshot()
-                for t, (L, sol) in enumerate(factors):
-                    d_frame = -(sol[:, S_] if S_ else sol[:, 0]) - (sol[:, :S_] @ d_shared if S_ else 0.0)
+                for t, sol in enumerate(factors):  # columns: the shared block's S_, then the gradient's
+                    d_frame = -sol[:, S_] - sol[:, :S_] @ d_shared
                     self.apply(t, lay, torch.cat([d_frame, d_shared]), shared=(t == T - 1))
                 trial = total_energy()
                 if trial < energy:
