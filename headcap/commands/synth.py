@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("--nersemble", type=Path, default=None, metavar="DIR",
                         help="also write the session as a NeRSemble v1 dataset into DIR (a new folder): "
                              "DIR/000/calibration/camera_params.json and DIR/000/sequences/EXP-1-head/timesteps/"
-                             "frame_XXXXX/images-2x|alpha_map/cam_<serial>.png (headcap.studio.nersemble)")
+                             "frame_<t:05d>/images-2x|alpha_map/cam_<serial>.png (headcap.studio.nersemble)")
     add_config_arguments(parser, StudioConfig)
     parser.set_defaults(handler=_run)
 

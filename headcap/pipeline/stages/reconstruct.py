@@ -133,8 +133,11 @@ def reconstruct_into(ctx: StageContext, source: Path) -> dict:
         ctx.console.print(f"  {len(done)} of {len(frames)} frames already done (resuming)")
     todo = [t for t in frames if t not in done]
     # one job per frame on the pipeline's executor (serial, local processes or Ray): each job
-    # reads the session, reconstructs its frame and writes its files, <t>.json last
-    jobs = [(str(source), str(work), t, config) for t in todo]
+    # reads the session, reconstructs its frame and writes its files, <t>.json last; a synthetic
+    # session's truth is read here once and each job gets its own frame of it
+    truth = _ground_truth(session)
+    jobs = [(str(source), str(work), t, config,
+             None if truth is None or t >= len(truth[0]) else (truth[0][t], truth[1])) for t in todo]
     for stats in ctx.map(reconstruct_one_frame, jobs, "reconstruct", labels=[f"frame {t}" for t in todo]):
         for w in stats["warnings"]:
             ctx.console.print(f"  [yellow]{w}[/]")
@@ -155,18 +158,19 @@ def reconstruct_into(ctx: StageContext, source: Path) -> dict:
     return {k: v for k, v in summary.items() if k.startswith("median_")} | {"frames": len(per_frame)}
 
 
-def reconstruct_one_frame(job: tuple[str, str, int, ReconstructStageConfig]) -> dict:
-    """One frame's geometry into the work folder (a job of ctx.map: plain arguments, its own
-    files only, <t>.json written last to mark the frame done); returns the frame's stats."""
+def reconstruct_one_frame(job: tuple) -> dict:
+    """One frame's geometry into the work folder (a job of ctx.map: (session folder, work folder,
+    frame, config, the frame's true (vertices, faces) or None); its own files only, <t>.json
+    written last to mark the frame done); returns the frame's stats."""
     from headcap.reconstruct.geometry import reconstruct_frame
     from headcap.reconstruct.mvs import load_views
 
-    source, work, t, config = job
+    source, work, t, config, truth = job
     session, rig = check_session(Path(source))
     warnings: list[str] = []
     views = load_views(session, rig, t, warn=warnings.append)
     geo = reconstruct_frame(views, geometry_config(config))
-    stats = write_frame(Path(work), t, views, geo, _ground_truth(session), config.save_depth)
+    stats = write_frame(Path(work), t, views, geo, truth, config.save_depth)
     stats["warnings"] = warnings
     write_json(Path(work) / f"{t:06d}.json", stats)  # last: marks the frame done
     return stats
@@ -188,6 +192,7 @@ def _ground_truth(session):
 
 
 def write_frame(work: Path, t: int, views, geo, truth, save_depth: bool) -> dict:
+    """Frame t's files and stats; truth: the frame's true (vertices [V, 3], faces) or None."""
     from headcap.core.ply import write_points
     from headcap.reconstruct.surface import distance_to_mesh
 
@@ -199,13 +204,13 @@ def write_frame(work: Path, t: int, views, geo, truth, save_depth: bool) -> dict
              "seconds_total": float(sum(geo.seconds.values())),
              "depth_valid_fraction": {m.view: float((m.depth > 0).float().mean()) for m in geo.maps}}
     errors = None
-    if truth is not None and t < len(truth[0]) and len(geo.surface_vertices):
+    if truth is not None and len(geo.surface_vertices):
         verts, faces = truth
-        errors = distance_to_mesh(geo.surface_vertices, verts[t], faces)
+        errors = distance_to_mesh(geo.surface_vertices, verts, faces)
         stats["surface_error_median_mm"] = float(np.median(errors) * 1e3)
         stats["surface_error_p95_mm"] = float(np.percentile(errors, 95) * 1e3)
         if len(geo.points):
-            pe = distance_to_mesh(geo.points, verts[t], faces)
+            pe = distance_to_mesh(geo.points, verts, faces)
             stats["points_error_median_mm"] = float(np.median(pe) * 1e3)
             stats["points_error_p95_mm"] = float(np.percentile(pe, 95) * 1e3)
     previews = work / "previews"
