@@ -55,8 +55,10 @@ class TrackingConfig:
     """Gauss-Newton iterations of the global pass over every frame (0: none)."""
     silhouette_weight: float = 1.0
     """Weight of the silhouette term (px^2)."""
-    landmark_weight: float = 1.0
-    """Weight of the landmark term (px^2; used when landmarks are given)."""
+    landmark_weight: float | None = None
+    """Weight of the landmark term (px^2; used when landmarks are given). None: 1.0 for a rig,
+    0.5 monocular (one view: a detector's offsets from the model's landmark vertices are not
+    averaged over views, so the silhouette and photometric terms get more say)."""
     photometric_weight: float = 0.5
     """Weight of the photometric term (percent of full scale)."""
     mesh_weight: float = 1e6
@@ -67,8 +69,9 @@ class TrackingConfig:
     """Weight of the expression coefficients' squared norm."""
     joint_prior: float = 5.0
     """Weight of the fitted joints' squared rotation (radians)."""
-    temporal_weight: float = 1e4
-    """Weight of the squared vertex acceleration (m^2) over time."""
+    temporal_weight: float | None = None
+    """Weight of the squared vertex acceleration (m^2) over time. None: 1e4 for a rig, 3e4
+    monocular (one view's landmark noise goes straight into the fit)."""
     identity_modes: int = 50
     """Identity modes fitted (at most the model's)."""
     damping: float = 1e-3
@@ -77,6 +80,9 @@ class TrackingConfig:
     """One camera: the focal length is estimated too."""
 
     def __post_init__(self):
+        for name, rig, mono in (("landmark_weight", 1.0, 0.5), ("temporal_weight", 1e4, 3e4)):
+            if getattr(self, name) is None:  # frozen: the mode's default filled in once
+                object.__setattr__(self, name, mono if self.monocular is True else rig)
         for name in ("first_frame_iterations", "frame_iterations", "global_iterations", "identity_modes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -184,3 +184,26 @@ def test_track_command_monocular(tmp_path):
     assert gt["vertex_error_mm_median"] <= 5.0, gt  # measured 2.6 mm
     params = read_npz(root / "tracking" / "params.npz")
     assert params["K"].shape == (3, 1, 3, 3)
+
+
+def test_monocular_with_detected_landmarks_meets_the_issue_targets(tmp_path, test_data):
+    """The monocular chain as `headcap run` orders it, nothing from the truth until the score:
+    `headcap landmarks` (MediaPipe's detector and mesh on every frame) then `headcap track
+    --monocular`, 16 frames of 256 px. Measured (8/4/2 steps): 2.61 mm median after per-frame
+    similarity alignment, jitter 0.91x the truth's, focal 0.998x; the issue's targets are
+    3 mm and within 20 %. Without the landmarks the same sequence drifts (4.6 mm over 30 frames
+    in benchmarks/bm_tracking.py)."""
+    from headcap.cli import main
+    from headcap.studio.synthesize import StudioConfig, synthesize_session
+
+    root = tmp_path / "mono"
+    synthesize_session(StudioConfig(frames=16, resolution=256, calib_frames=0, monocular=True, seed=7), root)
+    assert main(["landmarks", str(root), "--models", str(test_data / "mediapipe_face" / "models")]) == 0
+    assert read_npz(root / "landmarks" / "landmarks2d.npz")["found"].all()
+    assert main(["track", str(root), "--monocular", *FAST]) == 0
+    summary = read_json(root / "tracking" / "summary.json")
+    assert summary["landmarks"] is True, summary
+    gt = summary["ground_truth"]
+    assert gt["vertex_error_mm_median"] <= 3.0, gt
+    assert 0.8 <= gt["jitter_ratio"] <= 1.2, gt
+    assert 0.95 < gt["focal_scale"] < 1.05, gt
