@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from headcap.avatar.gaussians import rasterize_gaussians
-from headcap.core.threads import serial_torch_ops
+from headcap.core.threads import dynamic_torch_threads, serial_torch_ops
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,15 @@ def fit_static_gaussians(points: Tensor, views: list[View], config: StaticFitCon
     gen = torch.Generator().manual_seed(config.seed)
     points = points.float()
     n = points.shape[0]
-    scale = config.initial_scale or _spacing(points)
+    with dynamic_torch_threads():  # cdist and colour lookups: no spinning pool beside a busy neighbour
+        scale = config.initial_scale or _spacing(points)
+        colors = initial_colors(points, views).float()
     gs = GaussianSet(
         means=points.clone().requires_grad_(True),
         log_scales=torch.full((n, 3), math.log(scale), requires_grad=True),
         quats=torch.cat([torch.ones(n, 1), torch.zeros(n, 3)], 1).requires_grad_(True),
         opacity_logits=torch.full((n,), 2.0, requires_grad=True),
-        colors=initial_colors(points, views).float().requires_grad_(True),
+        colors=colors.requires_grad_(True),
     )
     optim = torch.optim.Adam([
         {"params": [gs.means], "lr": config.lr_means},

@@ -3,19 +3,24 @@
     python benchmarks/bm_contention.py                    # 3 rounds, all cases
     python benchmarks/bm_contention.py --rounds 1 --cases gauss
     python benchmarks/bm_contention.py --json out.json
+    python benchmarks/bm_contention.py --interleaved --repeats 10   # new vs fixed, run by run
 
 Cases (each in its own subprocess, so that thread counts and OpenMP runtimes are its own):
 - `gauss`: Gaussian kernel forward + backward, 100k Gaussians @ 512 px, SH degree 3, fp32:
   projection, compositing, compositing backward, projection backward (the kernel entry points,
-  no autograd), `new` = this checkout's sources, `old` = the sources at `--old-rev` (copied to
-  a folder under the temp dir by `git show` and built in the same run; OpenMP, as before #20).
-- `mesh`: mesh rasterizer, a 160k-triangle sphere filling a 1024 px image, `new` and `old`.
+  no autograd), `new` = this checkout's sources with the thread count as shipped
+  (`core.threads.kernel_threads()` per call: torch's count lowered to the CPUs other processes
+  leave free; torch's own ops in the call on no more threads, as the wrappers do), `fixed` = the same kernels at exactly the requested count (dynamic count off),
+  `old` = the sources at `--old-rev` (copied to a folder under the temp dir by `git show` and
+  built in the same run; OpenMP, as before #20).
+- `mesh`: mesh rasterizer, a 160k-triangle sphere filling a 1024 px image, `new`, `fixed`, `old`.
 - `fit`: `avatar.static_fit.fit_static_gaussians` (8k Gaussians, 4 views of 256 px), `new` =
-  as shipped (torch's ops on one thread, kernel threads passive), `torchpool` = the same loop
-  with torch's own pool at the kernel's thread count (what it did before).
+  as shipped (torch's ops on one thread, kernel threads passive and dynamic), `fixed` = the same
+  with the dynamic count off, `torchpool` = the loop with torch's own pool at the kernel's
+  thread count and the dynamic count off (what it did before #20).
 Each child reports the median of `--repeats` timed runs after a warm-up. A round runs every
-(case, variant, threads) child quiet and then with a competing busy process (`python -c
-"while True: pass"`, started by this script, unpinned); rounds alternate, and the table shows
+(case, variant, threads) child quiet and then with a competing busy process (a Python busy
+loop started by this script, unpinned); rounds alternate, and the table shows
 medians over rounds. Ratios: `2t/1t` = speed at 2 threads over speed at 1 thread under the
 same load (>= 1: the second thread helps); `new/old` = old time / new time (> 1: faster).
 The machine's own load average is printed: other users' work also competes.
@@ -37,14 +42,15 @@ ROOT = Path(__file__).resolve().parents[1]
 GAUSS_FILES = ["gauss_raster.cpp", "gauss_raster_project.cpp", "gauss_raster_math.h",
                "gauss_raster_project.h", "gauss_raster_bin.h", "gauss_raster_bindings.h",
                "gauss_raster_simd.h"]
-VARIANTS = {"gauss": ("new", "old"), "mesh": ("new", "old"), "fit": ("new", "torchpool")}
+VARIANTS = {"gauss": ("new", "fixed", "old"), "mesh": ("new", "fixed", "old"),
+            "fit": ("new", "fixed", "torchpool")}
 
 
 # ---------------------------------------------------------------- children
 def _gauss_module(variant: str, old_dir: Path | None):
     from headcap.core.extension import load_extension
 
-    if variant == "new":
+    if variant in ("new", "fixed"):
         from headcap.avatar.gaussians.cpu import load_cpu_kernel
 
         return load_cpu_kernel()
@@ -53,7 +59,7 @@ def _gauss_module(variant: str, old_dir: Path | None):
                           extra_cflags=(f"-I{d}",), headers=tuple(sorted(d.glob("*.h"))), simd=True)
 
 
-def child_gauss(variant: str, threads: int, repeats: int, old_dir: Path | None) -> list[float]:
+def setup_gauss(variant: str, old_dir: Path | None):
     import torch
 
     from headcap.avatar.gaussians.synthetic import pinhole, random_scene
@@ -67,17 +73,24 @@ def child_gauss(variant: str, threads: int, repeats: int, old_dir: Path | None) 
     g_img = torch.linspace(-1, 1, res * res * 4).reshape(res, res, 4)
     g_alpha = torch.linspace(1, -1, res * res).reshape(res, res)
 
-    def run():
-        m2, co, fe, ex, _ = mod.project_forward(means, quats, scales, opac, sh, K, cfw, res, res,
-                                                0.01, 1e10, 0.3, threads)
-        _, ft, last, off, ids = mod.rasterize_forward(m2, co, opac, fe, fe[:, 3].contiguous(), ex,
-                                                      res, res, 16, threads)
-        gm, gc, _, gf = mod.rasterize_backward(m2, co, opac, fe, ex, off, ids, ft, last, g_img,
-                                               g_alpha, res, res, 16, threads)
-        mod.project_backward(means, quats, scales, sh, K, cfw, res, res, 0.01, 1e10, 0.3, gm, gc,
-                             gf.contiguous(), threads)
+    def run(count):  # each backward on its forward's count, as the autograd functions do
+        with_torch = _torch_threads_for(count)
+        tp = count()
+        with with_torch(tp):
+            m2, co, fe, ex, _ = mod.project_forward(means, quats, scales, opac, sh, K, cfw, res,
+                                                    res, 0.01, 1e10, 0.3, tp)
+        tr = count()
+        with with_torch(tr):
+            _, ft, last, off, ids = mod.rasterize_forward(m2, co, opac, fe, fe[:, 3].contiguous(),
+                                                          ex, res, res, 16, tr)
+        with with_torch(tr):
+            gm, gc, _, gf = mod.rasterize_backward(m2, co, opac, fe, ex, off, ids, ft, last, g_img,
+                                                   g_alpha, res, res, 16, tr)
+        with with_torch(tp):
+            mod.project_backward(means, quats, scales, sh, K, cfw, res, res, 0.01, 1e10, 0.3, gm,
+                                 gc, gf.contiguous(), tp)
 
-    return _timed(run, repeats)
+    return run, 1
 
 
 def _sphere(res: int, subdiv: int = 200):
@@ -99,23 +112,28 @@ def _sphere(res: int, subdiv: int = 200):
     return screen, faces
 
 
-def child_mesh(variant: str, threads: int, repeats: int, old_dir: Path | None) -> list[float]:
+def setup_mesh(variant: str, old_dir: Path | None):
     from headcap.core.extension import load_extension
 
     res = 1024
     screen, faces = _sphere(res)
-    if variant == "new":
+    if variant in ("new", "fixed"):
         from headcap.reconstruct.rasterize_mesh import _extension
 
         mod = _extension()
-        run = lambda: mod.rasterize_forward(screen, faces, res, res, 1e-3, False, False, threads)  # noqa: E731
-    else:
-        mod = load_extension("mesh_raster_bm_old", [old_dir / "mesh" / "mesh_raster.cpp"])
-        run = lambda: mod.rasterize_forward(screen, faces, res, res, 1e-3, False, False)  # noqa: E731
-    return _timed(run, repeats)
+        def run(count):
+            t = count()
+            with _torch_threads_for(count)(t):
+                mod.rasterize_forward(screen, faces, res, res, 1e-3, False, False, t)
+
+        return run, 1
+    mod = load_extension("mesh_raster_bm_old", [old_dir / "mesh" / "mesh_raster.cpp"])
+    return (lambda count: mod.rasterize_forward(screen, faces, res, res, 1e-3, False, False)), 1
 
 
-def child_fit(variant: str, threads: int, repeats: int, old_dir: Path | None) -> list[float]:
+def setup_fit(variant: str, old_dir: Path | None):
+    """The fit's kernels take their count from `kernel_threads()` (torch's count, dynamic or
+    not as `_thread_count` set it); `run` ignores `count`."""
     import contextlib
 
     import numpy as np
@@ -141,9 +159,33 @@ def child_fit(variant: str, threads: int, repeats: int, old_dir: Path | None) ->
     if variant == "torchpool":  # the loop as it ran before: torch's pool at the kernel's count
         sf.serial_torch_ops = lambda *a, **k: contextlib.nullcontext()  # noqa: E731
     iterations = 20
-    times = _timed(lambda: sf.fit_static_gaussians(points, views, sf.StaticFitConfig(iterations=iterations)),
-                   repeats)
-    return [t / iterations for t in times]  # seconds per iteration
+    config = sf.StaticFitConfig(iterations=iterations)
+    return (lambda count: sf.fit_static_gaussians(points, views, config)), iterations
+
+
+def _thread_count(variant: str, threads: int):
+    """Per-call thread count: `new` asks `kernel_threads()` (torch's count, set to `threads` by
+    the child, lowered to the free CPUs); the others use `threads` as given."""
+    from headcap.core import threads as hc_threads
+
+    if variant == "new":
+        hc_threads.set_dynamic(True)
+        count = lambda: hc_threads.kernel_threads()  # noqa: E731
+        count.shipped = True
+        return count
+    hc_threads.set_dynamic(False)
+    return lambda: threads
+
+
+def _torch_threads_for(count):
+    """As shipped, torch's own ops in a kernel call run on at most the kernel's count (the
+    library's wrappers do that); `fixed` leaves torch's count as it is."""
+    import contextlib
+
+    from headcap.core.threads import kernel_torch_threads
+
+    return kernel_torch_threads if getattr(count, "shipped", False) else (
+        lambda n: contextlib.nullcontext(n))
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -156,7 +198,53 @@ def _timed(fn, repeats: int) -> list[float]:
     return out
 
 
-CHILDREN = {"gauss": child_gauss, "mesh": child_mesh, "fit": child_fit}
+SETUPS = {"gauss": setup_gauss, "mesh": setup_mesh, "fit": setup_fit}
+CHILDREN = SETUPS  # the cases
+
+
+def child(case: str, variant: str, threads: int, repeats: int, old_dir: Path) -> dict:
+    """One (case, variant, threads) in this process: median of `repeats` runs after a warm-up."""
+    import torch
+
+    from headcap.core.threads import LOAD_MONITOR
+
+    torch.set_num_threads(threads)
+    count = _thread_count(variant, threads)
+    run, per = SETUPS[case](variant, old_dir)
+    times = [t / per for t in _timed(lambda: run(count), repeats)]
+    return {"median_s": statistics.median(times), "times_s": times,
+            "counts": {str(k): v for k, v in sorted(LOAD_MONITOR.decisions.items())}}
+
+
+def child_interleaved(case: str, repeats: int) -> dict:
+    """`new` and `fixed` at 1 and 2 threads in this one process, one run of each in turn
+    (order rotated per repeat), so that a change in others' load hits all four alike."""
+    import torch
+
+    from headcap.core.threads import LOAD_MONITOR
+
+    combos = [("new", 1), ("fixed", 1), ("new", 2), ("fixed", 2)]
+    run, per = SETUPS[case]("new", None)
+    for variant, threads in combos:  # warm-up
+        torch.set_num_threads(threads)
+        run(_thread_count(variant, threads))
+    times: dict[str, list[float]] = {f"{v}/{t}": [] for v, t in combos}
+    counts: dict[str, dict[int, int]] = {}
+    for r in range(repeats):
+        for variant, threads in combos[r % 4:] + combos[:r % 4]:
+            torch.set_num_threads(threads)
+            count = _thread_count(variant, threads)
+            before = dict(LOAD_MONITOR.decisions)
+            tic = time.perf_counter()
+            run(count)
+            times[f"{variant}/{threads}"].append((time.perf_counter() - tic) / per)
+            c = counts.setdefault(f"{variant}/{threads}", {})
+            for k, v in LOAD_MONITOR.decisions.items():
+                if v - before.get(k, 0):
+                    c[k] = c.get(k, 0) + v - before.get(k, 0)
+    return {key: {"median_s": statistics.median(v), "times_s": v,
+                  "counts": {str(k): n for k, n in sorted(counts.get(key, {}).items())}}
+            for key, v in times.items()}
 
 
 # ---------------------------------------------------------------- parent
@@ -174,13 +262,32 @@ def prepare_old(rev: str, folder: Path) -> Path:
     return folder
 
 
-def run_child(case: str, variant: str, threads: int, repeats: int, old_dir: Path) -> float:
+def run_child(case: str, variant: str, threads: int, repeats: int, old_dir: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--child", case, variant, str(threads), str(repeats), str(old_dir)]
+    return _run(cmd, env, f"{case}/{variant}/{threads}")
+
+
+def run_child_interleaved(case: str, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--child-interleaved", case, str(repeats)]
+    return _run(cmd, dict(os.environ, OMP_NUM_THREADS="2"), f"{case} (interleaved)")
+
+
+def _run(cmd: list[str], env: dict, what: str) -> dict:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
-        raise RuntimeError(f"{case}/{variant}/{threads}: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
+        raise RuntimeError(f"{what}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# The competing busy process: pure Python arithmetic, which ends by itself once this script is
+# gone (even when killed), checking its parent every ~20 ms.
+HOG = """import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(200000):
+        pass
+"""
 
 
 def main() -> None:
@@ -190,60 +297,82 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CHILDREN), choices=list(CHILDREN))
     parser.add_argument("--old-rev", default="7002897",
                         help="git revision of the old kernels (before the contention work)")
+    parser.add_argument("--variants", nargs="+",
+                        help="only these variants (default: all of each case's)")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="`new` and `fixed` at 1 and 2 threads in one process per case, run "
+                             "by run in turn (`--repeats` runs of each; no `old`/`torchpool`)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child-interleaved", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         case, variant, threads, repeats, old_dir = args.child
-        import torch
-
-        torch.set_num_threads(int(threads))
-        times = CHILDREN[case](variant, int(threads), int(repeats), Path(old_dir))
-        print(json.dumps({"median_s": statistics.median(times), "times_s": times}))
+        print(json.dumps(child(case, variant, int(threads), int(repeats), Path(old_dir))))
+        return
+    if args.child_interleaved:
+        case, repeats = args.child_interleaved
+        print(json.dumps(child_interleaved(case, int(repeats))))
         return
 
+    variants = {case: tuple(v for v in VARIANTS[case] if not args.variants or v in args.variants)
+                for case in args.cases}
+    if args.interleaved:
+        variants = {case: ("new", "fixed") for case in args.cases}
     results: dict[tuple, list[float]] = {}
     # A fixed folder per revision (the include path is part of the build's cache key, so the old
     # kernels are built once, not on every run).
     old_dir = prepare_old(args.old_rev, Path(tempfile.gettempdir()) / f"headcap_bm_old_{args.old_rev}")
-    print(f"load average at start: {os.getloadavg()[0]:.2f}; old kernels from {args.old_rev}",
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, load average at start: "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f"; old kernels from {args.old_rev}",
           flush=True)
     for rnd in range(args.rounds):
         for loaded in (False, True):
             hog = None
             if loaded:
-                hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                hog = subprocess.Popen([sys.executable, "-c", HOG])
                 time.sleep(0.5)
             try:
                 for case in args.cases:
-                    for variant in VARIANTS[case]:
+                    batch = run_child_interleaved(case, args.repeats) if args.interleaved else None
+                    for variant in variants[case]:
                         for threads in (1, 2):
-                            t = run_child(case, variant, threads, args.repeats, old_dir)
+                            res = (batch[f"{variant}/{threads}"] if batch is not None else
+                                   run_child(case, variant, threads, args.repeats, old_dir))
+                            t = res["median_s"]
                             results.setdefault((case, variant, loaded, threads), []).append(t)
+                            counts = (" calls by thread count " + json.dumps(res["counts"])
+                                      if res.get("counts") else "")
                             print(f"  round {rnd + 1} {'loaded' if loaded else 'quiet '} {case:5s} "
-                                  f"{variant:9s} {threads}t {t * 1e3:9.1f} ms", flush=True)
+                                  f"{variant:9s} {threads}t {t * 1e3:9.1f} ms  "
+                                  f"(load {os.getloadavg()[0]:.2f}){counts}", flush=True)
             finally:
                 if hog is not None:
                     hog.kill()
                     hog.wait()
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, load average at end: "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print("\n| case | variant | quiet 1t ms | quiet 2t ms | loaded 1t ms | loaded 2t ms | "
           "2t/1t quiet | 2t/1t loaded | loaded 2t vs 1t quiet |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for case in args.cases:
-        for variant in VARIANTS[case]:
+        for variant in variants[case]:
             q1, q2 = med[(case, variant, False, 1)], med[(case, variant, False, 2)]
             l1, l2 = med[(case, variant, True, 1)], med[(case, variant, True, 2)]
             print(f"| {case} | {variant} | {q1 * 1e3:.1f} | {q2 * 1e3:.1f} | {l1 * 1e3:.1f} | "
                   f"{l2 * 1e3:.1f} | {q1 / q2:.2f} | {l1 / l2:.2f} | {q1 / l2:.2f} |")
-    print("\n| case | new vs " + "old (old time / new time) | quiet 1t | quiet 2t | loaded 1t | loaded 2t |")
+    print("\n| case | new vs other (other time / new time) | quiet 1t | quiet 2t | loaded 1t | loaded 2t |")
     print("|---|---|---:|---:|---:|---:|")
     for case in args.cases:
-        new, old = VARIANTS[case]
-        cells = [med[(case, old, ld, th)] / med[(case, new, ld, th)]
-                 for ld in (False, True) for th in (1, 2)]
-        print(f"| {case} | {new} vs {old} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        if "new" not in variants[case]:
+            continue
+        for other in variants[case]:
+            if other == "new":
+                continue
+            cells = [med[(case, other, ld, th)] / med[(case, "new", ld, th)]
+                     for ld in (False, True) for th in (1, 2)]
+            print(f"| {case} | new vs {other} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     if args.json:
         args.json.write_text(json.dumps([{"case": k[0], "variant": k[1], "loaded": k[2],
                                           "threads": k[3], "times_s": v}

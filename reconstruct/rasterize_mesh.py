@@ -202,10 +202,12 @@ def rasterize(verts_screen: Tensor, faces: Tensor, height: int, width: int, back
         raise ValueError(f"backend: 'cpp' needs CPU tensors, verts_screen is on {verts_screen.device}")
     v = verts_screen.detach().to(torch.float64).contiguous()
     f = faces.detach().to(torch.int64).contiguous()
-    from headcap.core.threads import kernel_threads
+    from headcap.core.threads import kernel_threads, kernel_torch_threads
 
-    tid, bary, depth = _extension().rasterize_forward(v, f, height, width, float(near), bool(cull_backfaces),
-                                                      verts_screen.dtype == torch.float64, kernel_threads())
+    threads = kernel_threads()
+    with kernel_torch_threads(threads):
+        tid, bary, depth = _extension().rasterize_forward(v, f, height, width, float(near), bool(cull_backfaces),
+                                                          verts_screen.dtype == torch.float64, threads)
     if verts_screen.dtype not in (torch.float32, torch.float64):
         bary, depth = bary.to(verts_screen.dtype), depth.to(verts_screen.dtype)
     return Fragments(tid, bary, depth, "cpp")

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from headcap.core.threads import kernel_threads
+from headcap.core.threads import kernel_threads, kernel_torch_threads
 
 from .raster_output import check_opacity_range
 
@@ -51,9 +51,10 @@ class _ProjectCPU(torch.autograd.Function):
                 near: float, far: float, eps2d: float, n_threads: int):
         tensors = [t.detach().contiguous() for t in (means, quats, scales, coefs)]
         cam = [t.detach().contiguous() for t in (K, cam_from_world)]
-        means2d, conics, feats, extents, radii = load_cpu_kernel().project_forward(
-            *tensors[:3], opacities.detach().contiguous(), tensors[3], *cam, width, height, near,
-            far, eps2d, n_threads)
+        with kernel_torch_threads(n_threads):
+            means2d, conics, feats, extents, radii = load_cpu_kernel().project_forward(
+                *tensors[:3], opacities.detach().contiguous(), tensors[3], *cam, width, height,
+                near, far, eps2d, n_threads)
         ctx.save_for_backward(*tensors, *cam)
         ctx.meta = (width, height, near, far, eps2d, n_threads)
         ctx.mark_non_differentiable(extents, radii)
@@ -70,9 +71,10 @@ class _ProjectCPU(torch.autograd.Function):
         g_means2d = zeros(n, 2) if g_means2d is None else g_means2d.contiguous()
         g_conics = zeros(n, 3) if g_conics is None else g_conics.contiguous()
         g_feats = zeros(n, channels + 1) if g_feats is None else g_feats.contiguous()
-        grads = load_cpu_kernel().project_backward(
-            means, quats, scales, coefs, K, cam_from_world, width, height, near, far, eps2d,
-            g_means2d, g_conics, g_feats, n_threads)
+        with kernel_torch_threads(n_threads):
+            grads = load_cpu_kernel().project_backward(
+                means, quats, scales, coefs, K, cam_from_world, width, height, near, far, eps2d,
+                g_means2d, g_conics, g_feats, n_threads)
         return (*grads, None, None, None, None, None, None, None, None, None)
 
 
@@ -100,8 +102,9 @@ class _RasterizeCPU(torch.autograd.Function):
         kernel = load_cpu_kernel()
         tensors = [t.detach().contiguous() for t in (means2d, conics, opacities, feats, depths,
                                                       extents)]
-        out, final_t, last, offsets, ids = kernel.rasterize_forward(*tensors, width, height, tile,
-                                                                    n_threads)
+        with kernel_torch_threads(n_threads):
+            out, final_t, last, offsets, ids = kernel.rasterize_forward(*tensors, width, height,
+                                                                        tile, n_threads)
         means2d, conics, opacities, feats, _, extents = tensors
         ctx.save_for_backward(means2d, conics, opacities, feats, extents, offsets, ids, final_t,
                               last)
@@ -117,9 +120,10 @@ class _RasterizeCPU(torch.autograd.Function):
             grad_out = torch.zeros(height, width, feats.shape[1], dtype=feats.dtype)
         if grad_alpha is None:
             grad_alpha = torch.zeros(height, width, dtype=feats.dtype)
-        g_means2d, g_conics, g_opacities, g_feats = load_cpu_kernel().rasterize_backward(
-            means2d, conics, opacities, feats, extents, offsets, ids, final_t, last,
-            grad_out.contiguous(), grad_alpha.contiguous(), width, height, tile, n_threads)
+        with kernel_torch_threads(n_threads):
+            g_means2d, g_conics, g_opacities, g_feats = load_cpu_kernel().rasterize_backward(
+                means2d, conics, opacities, feats, extents, offsets, ids, final_t, last,
+                grad_out.contiguous(), grad_alpha.contiguous(), width, height, tile, n_threads)
         return g_means2d, g_conics, g_opacities, g_feats, None, None, None, None, None, None
 
 
@@ -129,7 +133,9 @@ def rasterize_cpu(means2d: Tensor, conics: Tensor, opacities: Tensor, feats: Ten
     """Same contract as reference.rasterize_reference, computed by the C++ kernel.
 
     Returns features (H, W, C) and alpha (H, W). n_threads defaults to
-    `headcap.core.threads.kernel_threads()` (torch's count capped by affinity and CPU quota).
+    `headcap.core.threads.kernel_threads()` (torch's count capped by affinity and CPU quota,
+    lowered to the CPUs other processes leave free); torch's own ops inside the call run on
+    no more threads than the kernel.
     """
     # The kernel's exp() is exact only for powers >= -87, which opacities <= 1 guarantee.
     check_opacity_range(opacities.detach())
