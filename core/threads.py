@@ -15,12 +15,14 @@ so a thread count above the free cores costs little; this keeps it from being fa
 
 Dynamic thread count (like OpenMP's OMP_DYNAMIC, but headcap's own and per call): where the
 count is not given explicitly, `kernel_threads()` also subtracts the CPUs that other processes
-keep busy right now (`LoadMonitor`: /proc/stat over the last >= 50 ms, minus this process's own
-CPU time). With one busy neighbour on a 2-core machine a 2-thread call then runs on 1 thread:
-every join at the end of a kernel phase otherwise waits for whichever of the three runnable
-threads the OS has descheduled. Work of niced processes (`nice 19` batch jobs) is not counted,
-as the scheduler gives it next to nothing against ours. `HEADCAP_DYNAMIC_THREADS=0` or
-`set_dynamic(False)` turns it off; an explicit `n_threads` is always used as given.
+keep busy right now (`LoadMonitor`: /proc/stat over the last >= 200 ms, minus this process's
+own CPU time). With one busy neighbour on a 2-core machine a 2-thread call then runs on 1
+thread: every join at the end of a kernel phase otherwise waits for whichever of the three
+runnable threads the OS has descheduled. Work of niced processes (`nice 19` batch jobs) is not
+counted, as the scheduler gives it next to nothing against ours. `HEADCAP_DYNAMIC_THREADS=0` or
+`set_dynamic(False)` turns it off; an explicit `n_threads` is always used as given. The kernel
+wrappers run torch's own ops in a call (output allocation, fills, copies) on no more threads
+than the kernel (`kernel_torch_threads`): torch's OpenMP pool spins at the end of each of them.
 """
 from __future__ import annotations
 
