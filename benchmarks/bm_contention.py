@@ -118,11 +118,12 @@ def setup_mesh(variant: str, old_dir: Path | None):
     res = 1024
     screen, faces = _sphere(res)
     if variant in ("new", "fixed"):
-        from headcap.reconstruct.rasterize_mesh import _extension
+        from headcap.reconstruct.rasterize_mesh import _extension, kernel_thread_count
 
         mod = _extension()
-        def run(count):
-            t = count()
+
+        def run(count):  # as shipped: the rasterizer's own rule (keeps its count at 1024 px)
+            t = kernel_thread_count(res, res) if getattr(count, "shipped", False) else count()
             with _torch_threads_for(count)(t):
                 mod.rasterize_forward(screen, faces, res, res, 1e-3, False, False, t)
 

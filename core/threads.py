@@ -114,15 +114,18 @@ def available_cpus() -> int:
     return count
 
 
-def kernel_threads(requested: int | None = None) -> int:
+def kernel_threads(requested: int | None = None, *, keep_under_load: bool = False) -> int:
     """Threads for one call of a headcap C++ kernel: `requested` if given (at least 1, used as
     given), else the count set by an enclosing `serial_torch_ops` or torch's intra-op thread count
     capped by `available_cpus()`, lowered to the CPUs other processes leave free
-    (`dynamic_threads`) unless dynamic counts are off (`set_dynamic`)."""
+    (`dynamic_threads`) unless dynamic counts are off (`set_dynamic`) or the caller says the
+    call is long enough to gain from its threads beside busy processes (`keep_under_load`: few
+    parallel regions, each many time slices long, so that a join's wait for a descheduled
+    thread is small against the CPU share the extra threads win)."""
     if requested is not None:
         return max(1, int(requested))
     cap = thread_cap()
-    if cap <= 1 or not dynamic_enabled():
+    if cap <= 1 or keep_under_load or not dynamic_enabled():
         return cap
     return LOAD_MONITOR.threads(cap)
 

@@ -174,6 +174,22 @@ def rasterize_reference(verts_screen: Tensor, faces: Tensor, height: int, width:
     return Fragments(tbuf.view(height, width), bary.view(height, width, 3), depth.view(height, width), "torch")
 
 
+# The C++ kernel has two parallel regions per call (triangle set-up, bands of rows). From this
+# many pixels on, a call at 1 thread beside a busy process takes ~80 ms or more, and its second
+# thread wins more CPU share than the two joins lose waiting for a descheduled helper: at
+# 1024 x 1024 (160k triangles), 2 threads beside our busy process ran 1.26-1.32x faster than 1
+# (docs/performance.md, "Dynamic thread count"). Smaller calls take the dynamic count.
+_KEEP_THREADS_PIXELS = 1 << 19
+
+
+def kernel_thread_count(height: int, width: int) -> int:
+    """Threads for one C++ rasterizer call: `core.threads.kernel_threads`, which keeps its count
+    beside busy processes for images of at least `_KEEP_THREADS_PIXELS` pixels."""
+    from headcap.core.threads import kernel_threads
+
+    return kernel_threads(keep_under_load=int(height) * int(width) >= _KEEP_THREADS_PIXELS)
+
+
 def rasterize(verts_screen: Tensor, faces: Tensor, height: int, width: int, backend: str = "auto", *,
               near: float = 1e-3, cull_backfaces: bool = False) -> Fragments:
     """Rasterize screen-space triangles with a z-buffer (nearest surface wins).
@@ -202,9 +218,9 @@ def rasterize(verts_screen: Tensor, faces: Tensor, height: int, width: int, back
         raise ValueError(f"backend: 'cpp' needs CPU tensors, verts_screen is on {verts_screen.device}")
     v = verts_screen.detach().to(torch.float64).contiguous()
     f = faces.detach().to(torch.int64).contiguous()
-    from headcap.core.threads import kernel_threads, kernel_torch_threads
+    from headcap.core.threads import kernel_torch_threads
 
-    threads = kernel_threads()
+    threads = kernel_thread_count(height, width)
     with kernel_torch_threads(threads):
         tid, bary, depth = _extension().rasterize_forward(v, f, height, width, float(near), bool(cull_backfaces),
                                                           verts_screen.dtype == torch.float64, threads)

@@ -181,6 +181,7 @@ def test_kernel_threads_is_dynamic_only_for_its_default(monkeypatch):
         m.run(0.5, others=1.0)
         assert threads.kernel_threads() == 1
         assert threads.kernel_threads(2) == 2  # explicit: as given
+        assert threads.kernel_threads(keep_under_load=True) == 2  # long calls keep the cap
         with threads.serial_torch_ops() as cap:
             assert cap == 2 and threads.kernel_threads() == 1  # the cap, lowered per call
             m.run(0.5, others=0.0, own=1.0)
@@ -228,4 +229,24 @@ def test_kernel_torch_threads_lowers_never_raises(monkeypatch):
         finally:
             threads.set_dynamic(dynamic)
     finally:
+        torch.set_num_threads(previous)
+
+
+def test_mesh_rasterizer_keeps_its_threads_only_for_large_images(monkeypatch):
+    from headcap.reconstruct.rasterize_mesh import kernel_thread_count
+
+    m = _FakeMachine()
+    mon = threads.LoadMonitor(read=m.read, clock=m.clock)
+    monkeypatch.setattr(threads, "LOAD_MONITOR", mon)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
+    previous = torch.get_num_threads()
+    dynamic = threads.set_dynamic(True)
+    try:
+        torch.set_num_threads(2)
+        mon.prime()
+        m.run(0.5, others=1.0)
+        assert kernel_thread_count(1024, 1024) == 2  # two long regions: the second thread pays
+        assert kernel_thread_count(256, 256) == 1
+    finally:
+        threads.set_dynamic(dynamic)
         torch.set_num_threads(previous)
