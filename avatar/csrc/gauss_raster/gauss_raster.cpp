@@ -360,19 +360,33 @@ inline bool row_window_bits(const T* p, int x0, int y0, int r0, int r1, int rows
   return true;
 }
 
+// Small grids (small_grid): every window of a Gaussian (record p) in the tile at (x0, y0) with
+// `rows` rows, as one 32-bit set (0: none); cand (one word) is scratch.
+template <typename T>
+inline uint32_t small_grid_windows(const T* p, const WindowGrid& grid, int x0, int y0, int rows,
+                                   int row_width, int32_t* j_lo, int32_t* j_hi, uint64_t* cand) {
+  int r0, r1;
+  if (!row_range(p, y0, y0 + rows, r0, r1)) return 0;
+  uint32_t bits;
+  if (row_window_bits(p, x0, y0, r0, r1, rows, row_width, grid.shift, bits)) return bits;
+  row_intervals(p, x0, y0, r0, r1, row_width, j_lo, j_hi);
+  cand[0] = 0;
+  span_windows(grid, y0, r0, r1, j_lo, j_hi, cand);
+  return uint32_t(cand[0]);
+}
+
 // The windows of a Gaussian (record p) in the tile at (x0, y0) with `rows` rows:
 // into cand (grid.words words), intersected with `live`; returns whether any is left.
 template <typename T>
 inline bool gaussian_windows(const T* p, const WindowGrid& grid, bool small,
                              int x0, int y0, int rows, int row_width, int32_t* j_lo,
                              int32_t* j_hi, const uint64_t* live, uint64_t* cand) {
-  int r0, r1;
-  if (!row_range(p, y0, y0 + rows, r0, r1)) return false;
-  uint32_t bits;
-  if (small && row_window_bits(p, x0, y0, r0, r1, rows, row_width, grid.shift, bits)) {
-    cand[0] = bits & live[0];
+  if (small) {
+    cand[0] = small_grid_windows(p, grid, x0, y0, rows, row_width, j_lo, j_hi, cand) & live[0];
     return cand[0] != 0;
   }
+  int r0, r1;
+  if (!row_range(p, y0, y0 + rows, r0, r1)) return false;
   row_intervals(p, x0, y0, r0, r1, row_width, j_lo, j_hi);
   std::fill(cand, cand + grid.words, 0);
   span_windows(grid, y0, r0, r1, j_lo, j_hi, cand);
@@ -452,7 +466,8 @@ inline void forward_windows(const T* p, int C, const int* xs, const T* dy, const
 template <typename T, int CT>
 void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conics,
                    const T* opacities, const T* feats, const T* extents, int channels, int width,
-                   int height, int tile, int n_threads, T* out, T* final_t, int32_t* last) {
+                   int height, int tile, int n_threads, T* out, T* final_t, int32_t* last,
+                   uint32_t* masks) {
   const int C = CT > 0 ? CT : channels;
   const int stride = rec_stride<T>(C);
   Packed<T> pk;
@@ -492,9 +507,16 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
         if (k + kPrefetch < count) prefetch_record(&pk.rec[int64_t(tile_ids[k + kPrefetch]) * stride], stride);
         const int64_t g = tile_ids[k];
         const T* p = &pk.rec[g * stride];
-        if (!gaussian_windows(p, grid, small, x0, y0, y1 - y0, row_width,
-                              j_lo.data(), j_hi.data(), live.data(), cand.data()))
+        if (masks) {  // small grids: the windows kept for the backward pass, then live ones
+          const uint32_t bits = small_grid_windows(p, grid, x0, y0, y1 - y0, row_width,
+                                                   j_lo.data(), j_hi.data(), cand.data());
+          masks[begin + k] = bits;
+          cand[0] = bits & live[0];
+          if (!cand[0]) continue;
+        } else if (!gaussian_windows(p, grid, small, x0, y0, y1 - y0, row_width, j_lo.data(),
+                                     j_hi.data(), live.data(), cand.data())) {
           continue;
+        }
         const int32_t used_mark = int32_t(k + 1);
         bool any_live = false;
         for (int wd = 0; wd < grid.words; ++wd) {
@@ -597,8 +619,8 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
                     const T* means2d, const T* conics, const T* opacities, const T* feats,
                     const T* extents, int channels, int width, int height, int tile,
                     int n_threads, const T* final_t, const int32_t* last, const T* g_out,
-                    const T* g_alpha_out, T* g_means2d, T* g_conics, T* g_opacities,
-                    T* g_feats) {
+                    const T* g_alpha_out, const uint32_t* masks, T* g_means2d, T* g_conics,
+                    T* g_opacities, T* g_feats) {
   const int C = CT > 0 ? CT : channels;
   const int stride = rec_stride<T>(C);
   Packed<T> pk;
@@ -677,9 +699,14 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
           live[wake[woken].second >> 6] |= uint64_t(1) << (wake[woken].second & 63);
         const int64_t g = tile_ids[k];
         const T* p = &pk.rec[g * stride];
-        const bool any = gaussian_windows(p, grid, small, x0, y0, y1 - y0,
-                                          row_width, j_lo.data(), j_hi.data(), live.data(),
-                                          cand.data());
+        bool any;
+        if (masks) {  // the windows the forward pass found (every k < k_end was visited there)
+          cand[0] = masks[begin + k] & live[0];
+          any = cand[0] != 0;
+        } else {
+          any = gaussian_windows(p, grid, small, x0, y0, y1 - y0, row_width, j_lo.data(),
+                                 j_hi.data(), live.data(), cand.data());
+        }
         written[begin + k] = any;
         if (!any) continue;
         std::fill(local, local + gstride, V{});
@@ -769,17 +796,26 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
   auto final_t = torch::ones({height, width}, feats.options());
   auto last = torch::zeros({height, width}, feats.options().dtype(torch::kInt32));
   torch::Tensor offsets, ids;
+  // With small window grids the forward keeps each visited entry's window set for the backward
+  // pass, after the ids in the same tensor (ids: entries, then masks: entries; the masks of
+  // entries past a tile's saturation are never written nor read).
+  const bool keep_masks = small_grid(WindowGrid(int(tile)), int(tile));
   AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "gauss_raster_forward", [&] {
     Bins bins = bin_gaussians(means2d.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(),
                               depths.data_ptr<scalar_t>(), means2d.size(0), int(width),
                               int(height), int(tile), int(n_threads));
+    const int64_t n_entries = int64_t(bins.ids.size());
+    ids = torch::empty({n_entries * (keep_masks ? 2 : 1)}, torch::kInt32);
+    int32_t* ids_p = ids.data_ptr<int32_t>();
+    std::copy(bins.ids.begin(), bins.ids.end(), ids_p);
+    uint32_t* masks = keep_masks ? reinterpret_cast<uint32_t*>(ids_p + n_entries) : nullptr;
     HC_DISPATCH_CHANNELS(C, forward_tiles, bins, means2d.size(0), means2d.data_ptr<scalar_t>(),
                          conics.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
                          feats.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(), C,
                          int(width), int(height), int(tile),
                          int(n_threads),
                          out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
-                         last.data_ptr<int32_t>());
+                         last.data_ptr<int32_t>(), masks);
     // The backward pass reuses the tile lists instead of binning again. offsets carries the
     // tile offsets (tiles + 1), then Bins::first (N + 1), Bins::order (N) and Bins::pos
     // (entries).
@@ -790,7 +826,6 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
     std::copy(bins.first.begin(), bins.first.end(), o + n_off);
     std::copy(bins.order.begin(), bins.order.end(), o + n_off + n_g);
     std::copy(bins.pos.begin(), bins.pos.end(), o + n_off + 2 * n_g - 1);
-    ids = torch::from_blob(bins.ids.data(), {int64_t(bins.ids.size())}, torch::kInt32).clone();
   });
   return {out, final_t, last, offsets, ids};
 }
@@ -811,9 +846,15 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   const int64_t n_tiles = ((width + tile - 1) / tile) * ((height + tile - 1) / tile);
   const int64_t n = means2d.size(0);
   TORCH_CHECK(offsets.numel() >= n_tiles + 1 &&
-                  offsets.numel() == n_tiles + 1 + n + 1 + n + offsets[n_tiles].item<int64_t>() &&
-                  ids.numel() == offsets[n_tiles].item<int64_t>(),
+                  offsets.numel() == n_tiles + 1 + n + 1 + n + offsets[n_tiles].item<int64_t>(),
               "gauss_raster: tile lists do not match the image size and Gaussian count");
+  const int64_t n_entries = offsets[n_tiles].item<int64_t>();
+  const bool has_masks = small_grid(WindowGrid(int(tile)), int(tile));
+  TORCH_CHECK(ids.numel() == n_entries * (has_masks ? 2 : 1),
+              "gauss_raster: tile ids do not match the tile lists (", ids.numel(), " values for ",
+              n_entries, " entries)");
+  const uint32_t* masks =
+      has_masks ? reinterpret_cast<const uint32_t*>(ids.data_ptr<int32_t>() + n_entries) : nullptr;
   const int C = int(feats.size(1));
   const int threads = int(std::max<int64_t>(1, n_threads));
   auto g_means2d = torch::empty({n, 2}, feats.options());
@@ -829,7 +870,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
                          opacities.data_ptr<scalar_t>(), feats.data_ptr<scalar_t>(),
                          extents.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
                          threads, final_t.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
-                         grad_out.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
+                         grad_out.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(), masks,
                          g_means2d.data_ptr<scalar_t>(), g_conics.data_ptr<scalar_t>(),
                          g_opacities.data_ptr<scalar_t>(), g_feats.data_ptr<scalar_t>());
   });
@@ -841,7 +882,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_forward", &rasterize_forward,
         "Composite screen-space Gaussians: -> features (H,W,C), final T (H,W), n_used (H,W), "
-        "tile offsets (tiles+1), tile ids");
+        "tile offsets (tiles+1), tile ids (then each entry's window set for 16 px-like tiles)");
   m.def("rasterize_backward", &rasterize_backward,
         "Gradients for means2d, conics, opacities, features");
   m.def("project_forward", &project_forward,
