@@ -8,7 +8,8 @@ import numpy as np
 
 from headcap.reconstruct.tracking_terms import TrackingCamera, ViewObservation, make_view
 
-__all__ = ["load_views", "read_landmarks", "read_registration", "evaluate_against_truth", "similarity_align"]
+__all__ = ["load_views", "read_landmarks", "read_registration", "read_registration_params", "evaluate_against_truth",
+           "similarity_align"]
 
 
 def _read_image(path: Path, grey: bool = False) -> np.ndarray:
@@ -66,6 +67,34 @@ def read_registration(path: Path, model, frames: int) -> tuple[np.ndarray, np.nd
                                else np.asarray(conf, np.float64), (frames, model.num_vertices)).copy() \
             if np.size(conf) in (model.num_vertices, frames * model.num_vertices) else None
     return verts, conf
+
+
+def read_registration_params(path: Path, model, frames: int) -> dict[str, np.ndarray] | None:
+    """The registration's model fit (registration/params.npz: identity [Ni], expression [T, Ne]
+    with expression_names, joint_rotations [T, J, 3] with joint_names, world_from_head [T, 4, 4])
+    as the tracker's starting point, when it is the same head model (identity length, expression
+    and joint names) and every frame is there; None otherwise."""
+    from headcap.core.fileio import read_npz
+
+    data = read_npz(path)
+    for key in ("identity", "expression", "world_from_head"):
+        if key not in data:
+            raise ValueError(f"{path}: field '{key}' missing (a registration params.npz has it)")
+    identity = np.asarray(data["identity"], np.float64).reshape(-1)
+    expression = np.asarray(data["expression"], np.float64)
+    pose = np.asarray(data["world_from_head"], np.float64)
+    names = [str(n) for n in np.asarray(data.get("expression_names", np.array([]))).reshape(-1)]
+    if (len(identity) != model.num_identity or expression.shape != (frames, model.num_expression)
+            or pose.shape != (frames, 4, 4) or (names and names != list(model.expression_names))
+            or not (np.isfinite(identity).all() and np.isfinite(expression).all() and np.isfinite(pose).all())):
+        return None
+    out = {"identity": identity, "expression": expression, "world_from_head": pose}
+    joints = data.get("joint_rotations")
+    joint_names = [str(n) for n in np.asarray(data.get("joint_names", np.array([]))).reshape(-1)]
+    if joints is not None and np.shape(joints) == (frames, model.num_joints, 3) and \
+            (not joint_names or joint_names == list(model.joint_names)) and np.isfinite(joints).all():
+        out["joint_rotations"] = np.asarray(joints, np.float64)
+    return out
 
 
 def load_views(session, frames: list[int] | None = None, landmarks: np.ndarray | None = None,

@@ -119,6 +119,49 @@ def test_registered_meshes_pin_the_fit_below_a_millimetre(session):
     assert gt["landmark_px_median"] <= 1.0, gt
 
 
+def test_track_command_starts_from_the_registration_fit(tmp_path, session):
+    """`headcap track` on a session with registration/meshes.npz and params.npz (what `headcap
+    register` writes; here the truth's parameters with 0.5 deg of pose error and identity noise,
+    meshes = truth + 0.3 mm noise): every frame starts from the registration's fit, all of its
+    identity modes are fitted, and the skull lands inside the issue's targets. A params.npz of
+    another model (wrong identity length) is not used, and says so in the summary."""
+    import shutil
+
+    from headcap.cli import main
+    from headcap.studio.writer import write_npz
+
+    root = tmp_path / "s"
+    shutil.copytree(session, root, ignore=shutil.ignore_patterns("tracking", "landmarks"))
+    truth = read_npz(root / "ground_truth" / "vertices.npz")
+    params = read_npz(root / "ground_truth" / "params.npz")
+    rng = np.random.default_rng(5)
+    verts = truth["vertices"].astype(np.float64)
+    angle = np.deg2rad(0.5)
+    tilt = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    pose = np.asarray(params["world_from_head"], np.float64).copy()
+    pose[:, :3, :3] = tilt @ pose[:, :3, :3]
+    reg = root / "registration"
+    reg.mkdir()
+    write_npz(reg / "meshes.npz", vertices=(verts + rng.normal(0.0, 3e-4, verts.shape)).astype(np.float32),
+              faces=truth["faces"], confidence=np.ones(verts.shape[:2], np.float32))
+    fields = dict(identity=params["identity"] + rng.normal(0.0, 0.1, params["identity"].shape),
+                  expression=params["expression"], joint_rotations=params["joint_rotations"], world_from_head=pose,
+                  expression_names=params["expression_names"], joint_names=params["joint_names"])
+    write_npz(reg / "params.npz", **fields)
+    assert main(["track", str(root), *FAST]) == 0
+    summary = read_json(root / "tracking" / "summary.json")
+    assert summary["registration"] is True and summary["started_from_registration"] is True, summary
+    gt = summary["ground_truth"]
+    assert gt["vertex_error_mm_median"] <= 1.0, gt
+    assert gt["skull_rotation_deg_max"] <= 0.2 and gt["skull_translation_mm_max"] <= 0.5, gt
+    # another model's fit: the meshes still pin the fit, the parameters are not used
+    write_npz(reg / "params.npz", **{**fields, "identity": np.zeros(3)})
+    assert main(["track", str(root), *FAST]) == 0
+    summary = read_json(root / "tracking" / "summary.json")
+    assert summary["started_from_registration"] is False, summary
+    assert summary["ground_truth"]["vertex_error_mm_median"] <= 1.0, summary
+
+
 def test_resume_from_a_checkpoint_skips_the_frames_done(session):
     from headcap.capture.session import read_session
     from headcap.reconstruct.head_loaders import load_head_model

@@ -1,7 +1,8 @@
 """The tracking stage: a head model fitted to a session (reconstruct.tracking) and its files.
 
 Input: the session's images, masks and rig; SESSION/landmarks/landmarks2d.npz and
-SESSION/registration/meshes.npz when present (used, and fingerprinted).
+SESSION/registration/meshes.npz when present (used, and fingerprinted), and the registration's
+params.npz, when it fitted the same model, as every frame's starting point.
 Output SESSION/tracking/:
     params.npz       identity [Ni], expression [T, Ne], expression_names, joint_rotations [T, J, 3],
                      joint_names, world_from_head [T, 4, 4], head_spec, albedo [V, 3], sh_coeffs [9, 3],
@@ -80,6 +81,8 @@ def track_stage(config: TrackStageConfig, session_root: Path, name: str = "track
         files.append(extra["landmarks"])
     if config.use_registration and extra["registration"].is_file():
         files.append(extra["registration"])
+        if (extra["registration"].parent / "params.npz").is_file():
+            files.append(extra["registration"].parent / "params.npz")
     spec_path = config.head.split(":", 1)[1] if ":" in config.head else None
     if spec_path and Path(spec_path).exists():
         files.append(Path(spec_path))
@@ -97,7 +100,8 @@ def track_into(ctx: StageContext, root: Path) -> dict:
     from headcap.core.fileio import read_npz, write_json
     from headcap.reconstruct.head_loaders import load_head_model
     from headcap.reconstruct.tracking import track_sequence
-    from headcap.reconstruct.tracking_io import evaluate_against_truth, load_views, read_landmarks, read_registration
+    from headcap.reconstruct.tracking_io import (evaluate_against_truth, load_views, read_landmarks, read_registration,
+                                                 read_registration_params)
     from headcap.studio.writer import write_npz
 
     config: TrackStageConfig = ctx.config
@@ -108,12 +112,15 @@ def track_into(ctx: StageContext, root: Path) -> dict:
     lm_path = root / "landmarks" / "landmarks2d.npz"
     if config.use_landmarks and lm_path.is_file():
         landmarks = read_landmarks(lm_path, model, session.cameras, session.frame_count)
-    registration = None
+    registration = init = None
     reg_path = root / "registration" / "meshes.npz"
     if config.use_registration and reg_path.is_file():
         registration = read_registration(reg_path, model, session.frame_count)
         if registration is None:
             ctx.console.print(f"  [yellow]{reg_path}: another topology than {model.name}'s; not used[/]")
+        elif (reg_path.parent / "params.npz").is_file():
+            # the registration fitted this model already: every frame starts from its fit
+            init = read_registration_params(reg_path.parent / "params.npz", model, session.frame_count)
     views, cameras = load_views(session, landmarks=landmarks, monocular=config.monocular)
     ckpt = ctx.work_dir / CHECKPOINT
     resume = read_npz(ckpt) if ckpt.is_file() else None
@@ -127,7 +134,7 @@ def track_into(ctx: StageContext, root: Path) -> dict:
         result = track_sequence(model, views, _tracking_config(config),
                                 meshes=None if registration is None else registration[0],
                                 mesh_confidence=None if registration is None else registration[1],
-                                progress=progress, resume=resume,
+                                progress=progress, resume=resume, init=init,
                                 checkpoint=lambda state: write_npz(ckpt, **state))
     seconds = time.perf_counter() - tic
     rig = session.load_rig()
@@ -148,6 +155,7 @@ def track_into(ctx: StageContext, root: Path) -> dict:
     write_transforms(ctx.work_dir, session, cameras, K, cfw_t[0], result, model)
     summary = {"frames": T, "cameras": C, "head": model.name, "monocular": config.monocular,
                "landmarks": landmarks is not None, "registration": registration is not None,
+               "started_from_registration": init is not None,
                "seconds": round(seconds, 2), "frames_per_second": round(T / max(seconds, 1e-9), 4),
                "focal_scale": result.focal_scale,
                "residuals_median": {k: float(np.median(v)) for k, v in result.residuals.items()}}
