@@ -252,6 +252,7 @@ class LoadMonitor:
         self._lock = threading.Lock()
         self._last: CpuSample | None = None
         self._busy: float | None = None  # CPUs busy elsewhere over the last window
+        self._pid = os.getpid()
         self.decisions: dict[int, int] = {}  # thread count -> calls (benchmarks report it)
 
     def prime(self) -> None:
@@ -262,13 +263,16 @@ class LoadMonitor:
     def busy_elsewhere(self) -> tuple[float | None, int]:
         """(CPUs busy with others' work over the latest window or None, CPUs covered)."""
         with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's reading holds its own time
+                self._pid, self._last, self._busy = os.getpid(), None, None
             last = self._last
             if last is not None and self.clock() - last.wall < self.window:
                 return self._busy, last.cpus
             sample = self.read()
             if sample is None:
                 return None, 0
-            if last is None or sample.wall - last.wall > self.max_age or sample.cpus != last.cpus:
+            if (last is None or sample.wall - last.wall > self.max_age or sample.cpus != last.cpus
+                    or sample.own < last.own):
                 self._busy = None
             else:
                 self._busy = others_busy(last, sample)

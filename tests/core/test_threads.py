@@ -163,6 +163,19 @@ def test_load_monitor_rereads_at_most_once_per_window_and_forgets_old_readings()
     assert mon.threads(2) == 1
 
 
+def test_load_monitor_after_fork_starts_a_new_window():
+    m = _FakeMachine()
+    mon = threads.LoadMonitor(read=m.read, clock=m.clock)
+    mon.prime()
+    m.run(2.0, others=1.0, own=1.0)
+    assert mon.threads(2) == 1
+    m.own = 0.0  # own CPU time going back (a forked child's starts again from zero)
+    m.run(0.5, others=0.0, own=1.0)
+    assert mon.threads(2) == 2 and mon.busy_elsewhere() == (None, 2)
+    m.run(0.5, others=1.0, own=1.0)
+    assert mon.threads(2) == 1
+
+
 def test_load_monitor_without_proc_stat_keeps_the_cap():
     mon = threads.LoadMonitor(read=lambda: None, clock=lambda: 0.0)
     assert mon.threads(2) == 2 and mon.busy_elsewhere() == (None, 0)
