@@ -473,7 +473,7 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
   Packed<T> pk;
   pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
   const int tiles_x = (width + tile - 1) / tile;
-  const int64_t n_tiles = int64_t(bins.offsets.size()) - 1;
+  const int64_t n_tiles = bins.n_tiles;
   const WindowGrid grid(tile);
   const bool small = small_grid(grid, tile);
   const int rs = grid.rs;
@@ -801,14 +801,24 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
   // entries past a tile's saturation are never written nor read).
   const bool keep_masks = small_grid(WindowGrid(int(tile)), int(tile));
   AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "gauss_raster_forward", [&] {
-    Bins bins = bin_gaussians(means2d.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(),
-                              depths.data_ptr<scalar_t>(), means2d.size(0), int(width),
-                              int(height), int(tile), int(n_threads));
-    const int64_t n_entries = int64_t(bins.ids.size());
-    ids = torch::empty({n_entries * (keep_masks ? 2 : 1)}, torch::kInt32);
-    int32_t* ids_p = ids.data_ptr<int32_t>();
-    std::copy(bins.ids.begin(), bins.ids.end(), ids_p);
-    uint32_t* masks = keep_masks ? reinterpret_cast<uint32_t*>(ids_p + n_entries) : nullptr;
+    // The backward pass reuses the tile lists instead of binning again: binning writes them
+    // straight into the returned tensors. offsets carries the tile offsets (tiles + 1), then
+    // Bins::first (N + 1), Bins::order (N) and Bins::pos (entries); ids the tile ids (entries),
+    // then the masks.
+    const int64_t n_g = means2d.size(0);
+    Bins bins = bin_gaussians(
+        means2d.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(),
+        depths.data_ptr<scalar_t>(), n_g, int(width), int(height), int(tile), int(n_threads),
+        [&](int64_t entries, Bins& b) {
+          offsets = torch::empty({b.n_tiles + 1 + n_g + 1 + n_g + entries}, torch::kInt64);
+          ids = torch::empty({entries * (keep_masks ? 2 : 1)}, torch::kInt32);
+          b.offsets = offsets.data_ptr<int64_t>();
+          b.first = b.offsets + b.n_tiles + 1;
+          b.order = b.first + n_g + 1;
+          b.pos = b.order + n_g;
+          b.ids = ids.data_ptr<int32_t>();
+        });
+    uint32_t* masks = keep_masks ? reinterpret_cast<uint32_t*>(bins.ids + bins.entries) : nullptr;
     HC_DISPATCH_CHANNELS(C, forward_tiles, bins, means2d.size(0), means2d.data_ptr<scalar_t>(),
                          conics.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
                          feats.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(), C,
@@ -816,16 +826,6 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
                          int(n_threads),
                          out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
                          last.data_ptr<int32_t>(), masks);
-    // The backward pass reuses the tile lists instead of binning again. offsets carries the
-    // tile offsets (tiles + 1), then Bins::first (N + 1), Bins::order (N) and Bins::pos
-    // (entries).
-    const int64_t n_off = int64_t(bins.offsets.size()), n_g = int64_t(bins.first.size());
-    offsets = torch::empty({n_off + 2 * n_g - 1 + int64_t(bins.pos.size())}, torch::kInt64);
-    int64_t* o = offsets.data_ptr<int64_t>();
-    std::copy(bins.offsets.begin(), bins.offsets.end(), o);
-    std::copy(bins.first.begin(), bins.first.end(), o + n_off);
-    std::copy(bins.order.begin(), bins.order.end(), o + n_off + n_g);
-    std::copy(bins.pos.begin(), bins.pos.end(), o + n_off + 2 * n_g - 1);
   });
   return {out, final_t, last, offsets, ids};
 }

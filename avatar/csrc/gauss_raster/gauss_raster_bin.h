@@ -15,17 +15,20 @@
 
 namespace hc_gauss_bin {
 
+// The arrays live in storage the caller hands out once the entry count is known (see
+// bin_gaussians: the kernel's returned tensors, so nothing is copied afterwards).
 struct Bins {
-  std::vector<int64_t> offsets;  // (tiles + 1)
-  std::vector<int32_t> ids;      // Gaussian ids per tile, front to back
+  int64_t n_tiles = 0, entries = 0;
+  int64_t* offsets = nullptr;  // (tiles + 1)
+  int32_t* ids = nullptr;      // (entries) Gaussian ids per tile, front to back
   // Gaussian-major listing of the same entries, Gaussians in depth order: order[e] is the
   // Gaussian of depth rank e (the binned ones front to back, then the others by index), its
   // entries (its tiles in row-major order) are numbered first[e] .. first[e + 1] - 1, and
   // number j sits at ids[pos[j]]. Numbering in depth order makes the fill below write pos
   // sequentially.
-  std::vector<int64_t> first;  // (N + 1)
-  std::vector<int64_t> order;  // (N)
-  std::vector<int64_t> pos;    // (entries)
+  int64_t* first = nullptr;  // (N + 1)
+  int64_t* order = nullptr;  // (N)
+  int64_t* pos = nullptr;    // (entries)
 };
 
 // Order-preserving unsigned keys of finite floats / doubles (-0 folded onto +0, which
@@ -77,10 +80,11 @@ std::vector<int32_t> depth_order(const T* depths, const std::vector<int32_t>& re
 }
 
 // Gaussians to tiles through their exact alpha >= 1/255 extents; each tile's list comes out in
-// (depth, id) order because Gaussians are visited in that order.
-template <typename T>
+// (depth, id) order because Gaussians are visited in that order. alloc(entries, bins) sets
+// bins' five array pointers to storage of the sizes given there.
+template <typename T, typename Alloc>
 Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t n, int width,
-                   int height, int tile, int n_threads) {
+                   int height, int tile, int n_threads, Alloc&& alloc) {
   const int tiles_x = (width + tile - 1) / tile;
   const int tiles_y = (height + tile - 1) / tile;
   std::vector<int32_t> rect(4 * n, -1);
@@ -102,9 +106,15 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   });
   const std::vector<int32_t> order = depth_order(depths, rect, n);
   const int64_t m = int64_t(order.size());
+  const int64_t n_tiles = int64_t(tiles_x) * tiles_y;
   Bins bins;
-  bins.first.assign(n + 1, 0);
-  bins.order.resize(n);
+  bins.n_tiles = n_tiles;
+  for (int64_t e = 0; e < m; ++e) {
+    const int32_t* r = &rect[4 * order[e]];
+    bins.entries += int64_t(r[1] - r[0] + 1) * (r[3] - r[2] + 1);
+  }
+  alloc(bins.entries, bins);
+  bins.first[0] = 0;
   std::vector<int32_t> srect(4 * m);
   for (int64_t e = 0; e < m; ++e) {
     const int64_t g = order[e];
@@ -125,7 +135,6 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
   // slice of every tile list, so the lists come out exactly as a sequential pass makes them
   // (whichever worker runs a chunk). Twice as many chunks as threads: a worker that runs late
   // leaves its second chunk to the others.
-  const int64_t n_tiles = int64_t(tiles_x) * tiles_y;
   const int chunks = std::max(1, 2 * n_threads);
   std::vector<int64_t> counts(chunks * n_tiles, 0);
   hc_par::parallel_for(chunks, n_threads, 1, [&](int, int64_t c0, int64_t c1) {
@@ -138,7 +147,6 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
       }
     }
   });
-  bins.offsets.assign(n_tiles + 1, 0);
   int64_t running = 0;
   for (int64_t t = 0; t < n_tiles; ++t) {
     bins.offsets[t] = running;
@@ -148,9 +156,7 @@ Bins bin_gaussians(const T* means2d, const T* extents, const T* depths, int64_t 
       running += here;
     }
   }
-  bins.offsets[n_tiles] = running;
-  bins.ids.resize(running);
-  bins.pos.resize(running);
+  bins.offsets[n_tiles] = running;  // == bins.entries
   hc_par::parallel_for(chunks, n_threads, 1, [&](int, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int64_t* cursor = &counts[c * n_tiles];

@@ -109,10 +109,16 @@ inline void exp_lanes_n(const f8* x, f8* out) {
   for (int j = 0; j < N; ++j) poly[j] = poly[j] * r[j] + 5.0000001201e-1f;
   for (int j = 0; j < N; ++j) poly[j] = poly[j] * r[j] * r[j] + r[j] + 1.0f;
   for (int j = 0; j < N; ++j) {
+#if defined(__AVX512F__)
+    // poly * 2^n in one instruction (vscalefps; n is integral): the same correctly rounded
+    // product as multiplying by the power of two built from n's bits below.
+    out[j] = (f8)_mm512_scalef_ps((__m512)poly[j], (__m512)n[j]);
+#else
     const i8 bits = (__builtin_convertvector(n[j], i8) + 127) << 23;
     f8 scale;
     std::memcpy(&scale, &bits, sizeof(scale));
     out[j] = poly[j] * scale;
+#endif
   }
 }
 template <int N>
