@@ -112,6 +112,26 @@ def test_the_key_covers_torch_compiler_python_and_flags(tmp_path, monkeypatch):
     assert digest() != base
 
 
+def test_repeated_loads_skip_hashing_until_a_source_changes(tmp_path, monkeypatch):
+    """Kernels call load_extension on every use: the second call returns the module without
+    hashing the sources again (build_key not called), and a source edited on disk (size and
+    mtime change) is hashed and built again in the same process."""
+    monkeypatch.setenv("HEADCAP_EXT_DIR", str(tmp_path / "ext"))
+    source = tmp_path / "k.cpp"
+    source.write_text(TINY)
+    first = extension.load_extension("tiny", [source], extra_cflags=("-O0",))
+    assert first.add(2, 3) == 5
+    calls = []
+    real = extension.build_key
+    monkeypatch.setattr(extension, "build_key", lambda *a: calls.append(a) or real(*a))
+    assert extension.load_extension("tiny", [str(source)], extra_cflags=("-O0",)) is first
+    assert calls == []
+    source.write_text(TINY.replace("return a + b;", "return a * b + 0;"))
+    os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))
+    second = extension.load_extension("tiny", [source], extra_cflags=("-O0",))
+    assert len(calls) == 1 and second is not first and second.add(2, 3) == 6
+
+
 def test_a_torch_build_lock_whose_owner_lives_or_is_unknown_is_not_removed(tmp_path):
     folder = tmp_path / "build"
     folder.mkdir()
