@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from headcap.core import threads
@@ -181,7 +182,10 @@ def test_load_monitor_without_proc_stat_keeps_the_cap():
     assert mon.threads(2) == 2 and mon.busy_elsewhere() == (None, 0)
 
 
-def test_kernel_threads_is_dynamic_only_for_its_default(monkeypatch):
+@pytest.fixture
+def machine(monkeypatch):
+    """A fake 2-CPU machine read by a primed LoadMonitor, dynamic counts on, torch at 2 threads;
+    the previous settings restored after the test."""
     m = _FakeMachine()
     mon = threads.LoadMonitor(read=m.read, clock=m.clock)
     monkeypatch.setattr(threads, "LOAD_MONITOR", mon)
@@ -191,20 +195,25 @@ def test_kernel_threads_is_dynamic_only_for_its_default(monkeypatch):
     try:
         torch.set_num_threads(2)
         mon.prime()
-        m.run(0.5, others=1.0)
-        assert threads.kernel_threads() == 1
-        assert threads.kernel_threads(2) == 2  # explicit: as given
-        assert threads.kernel_threads(keep_under_load=True) == 2  # long calls keep the cap
-        with threads.serial_torch_ops() as cap:
-            assert cap == 2 and threads.kernel_threads() == 1  # the cap, lowered per call
-            m.run(0.5, others=0.0, own=1.0)
-            assert threads.kernel_threads() == 2
-        threads.set_dynamic(False)
-        m.run(0.5, others=1.0)
-        assert threads.kernel_threads() == 2
+        yield m
     finally:
         threads.set_dynamic(dynamic)
         torch.set_num_threads(previous)
+
+
+def test_kernel_threads_is_dynamic_only_for_its_default(machine):
+    m = machine
+    m.run(0.5, others=1.0)
+    assert threads.kernel_threads() == 1
+    assert threads.kernel_threads(2) == 2  # explicit: as given
+    assert threads.kernel_threads(keep_under_load=True) == 2  # long calls keep the cap
+    with threads.serial_torch_ops() as cap:
+        assert cap == 2 and threads.kernel_threads() == 1  # the cap, lowered per call
+        m.run(0.5, others=0.0, own=1.0)
+        assert threads.kernel_threads() == 2
+    threads.set_dynamic(False)
+    m.run(0.5, others=1.0)
+    assert threads.kernel_threads() == 2
 
 
 def test_read_cpu_sample_on_this_machine():
@@ -215,51 +224,25 @@ def test_read_cpu_sample_on_this_machine():
     assert sample.busy > 0 and sample.own >= 0
 
 
-def test_kernel_torch_threads_lowers_never_raises(monkeypatch):
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with threads.kernel_torch_threads(1) as n:
-            assert n == 1 and torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        torch.set_num_threads(1)  # inside serial_torch_ops: stays at one thread
-        with threads.kernel_torch_threads(2) as n:
-            assert n == 1 and torch.get_num_threads() == 1
-        m = _FakeMachine()
-        mon = threads.LoadMonitor(read=m.read, clock=m.clock)
-        monkeypatch.setattr(threads, "LOAD_MONITOR", mon)
-        monkeypatch.setattr(threads, "available_cpus", lambda: 2)
-        dynamic = threads.set_dynamic(True)
-        try:
-            torch.set_num_threads(2)
-            mon.prime()
-            m.run(0.5, others=1.0)  # a busy neighbour: torch's ops on one thread too
-            with threads.dynamic_torch_threads() as n:
-                assert n == 1 and torch.get_num_threads() == 1
-            m.run(0.5, others=0.0)
-            with threads.dynamic_torch_threads() as n:
-                assert n == 2 and torch.get_num_threads() == 2
-        finally:
-            threads.set_dynamic(dynamic)
-    finally:
-        torch.set_num_threads(previous)
+def test_kernel_torch_threads_lowers_never_raises(machine):
+    with threads.kernel_torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)  # inside serial_torch_ops: stays at one thread
+    with threads.kernel_torch_threads(2) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    machine.run(0.5, others=1.0)  # a busy neighbour: torch's ops on one thread too
+    with threads.dynamic_torch_threads() as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    machine.run(0.5, others=0.0)
+    with threads.dynamic_torch_threads() as n:
+        assert n == 2 and torch.get_num_threads() == 2
 
 
-def test_mesh_rasterizer_keeps_its_threads_only_for_large_images(monkeypatch):
+def test_mesh_rasterizer_keeps_its_threads_only_for_large_images(machine):
     from headcap.reconstruct.rasterize_mesh import kernel_thread_count
 
-    m = _FakeMachine()
-    mon = threads.LoadMonitor(read=m.read, clock=m.clock)
-    monkeypatch.setattr(threads, "LOAD_MONITOR", mon)
-    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
-    previous = torch.get_num_threads()
-    dynamic = threads.set_dynamic(True)
-    try:
-        torch.set_num_threads(2)
-        mon.prime()
-        m.run(0.5, others=1.0)
-        assert kernel_thread_count(1024, 1024) == 2  # two long regions: the second thread pays
-        assert kernel_thread_count(256, 256) == 1
-    finally:
-        threads.set_dynamic(dynamic)
-        torch.set_num_threads(previous)
+    machine.run(0.5, others=1.0)
+    assert kernel_thread_count(1024, 1024) == 2  # two long regions: the second thread pays
+    assert kernel_thread_count(256, 256) == 1
