@@ -10,7 +10,7 @@ ground truth (reconstruct.tracking_io.evaluate_against_truth). --registered adds
 given registered meshes (the truth + 0.3 mm Gaussian noise per vertex: what the registration
 stage hands over on good geometry). --landmarks detect (the default) first runs the landmarks stage
 (`headcap landmarks`: MediaPipe's detector and 468-point mesh on every image, models from
---models, $HEADCAP_MODELS or ../shared/data/mediapipe_face/models) and tracks with its iBUG-68
+--models, $HEADCAP_MODELS, `headcap models fetch`'s folder or ../shared/data/mediapipe_face/models) and tracks with its iBUG-68
 points, as `headcap run` does; --landmarks none tracks from masks and images alone. No
 assertions on time.
 """
@@ -24,12 +24,15 @@ from pathlib import Path
 
 
 def default_models() -> Path | None:
-    import os
+    """headcap's own default ($HEADCAP_MODELS, then `headcap models fetch`'s folder), else the
+    shared test data's copy."""
+    from headcap.reconstruct.face_detect import find_models
 
-    for candidate in (os.environ.get("HEADCAP_MODELS"), Path(__file__).resolve().parents[2] / "shared" / "data"
-                      / "mediapipe_face" / "models"):
-        if candidate and (Path(candidate) / "face_landmark.tflite").is_file():
-            return Path(candidate)
+    for candidate in (None, Path(__file__).resolve().parents[2] / "shared" / "data" / "mediapipe_face" / "models"):
+        try:
+            return find_models(candidate)
+        except FileNotFoundError:
+            continue
     return None
 
 
@@ -97,7 +100,7 @@ def main() -> None:
     p.add_argument("--skip-monocular", action="store_true")
     p.add_argument("--landmarks", choices=("detect", "none"), default="detect")
     p.add_argument("--models", type=Path, default=None, help="MediaPipe face models (default: $HEADCAP_MODELS, "
-                   "../shared/data/mediapipe_face/models)")
+                   "headcap models fetch's folder, ../shared/data/mediapipe_face/models)")
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args()
     iters = (args.first, args.per_frame, args.global_)
