@@ -124,6 +124,37 @@ def test_gradients_are_bit_reproducible_for_any_thread_count():
             assert torch.equal(a, b)
 
 
+def test_backward_reads_the_forward_records_only_while_they_are_the_ones_it_packed():
+    """The backward pass reuses the per-Gaussian records its forward pass packed when it runs
+    on the same thread with no other pass in between (forward, loss, backward), and packs them
+    again otherwise (two views forwarded before either backward, a pass on other inputs):
+    gradients are the same either way, and the same as each scene's pass alone."""
+    width, height = 64, 48
+    scene_a = _screen_scene(width, height, n=900, seed=21)
+    scene_b = _screen_scene(width, height, n=900, seed=22)
+
+    def forward(scene):
+        leaves = [t.clone().requires_grad_() for t in scene[:4]]
+        out, alpha = rasterize_cpu(*leaves, *scene[4:], width, height, n_threads=1)
+        g = torch.Generator().manual_seed(3)
+        loss = (out * torch.rand(out.shape, generator=g)).sum() + (alpha * 0.5).sum()
+        return leaves, loss
+
+    alone = {}
+    for name, scene in (("a", scene_a), ("b", scene_b)):
+        leaves, loss = forward(scene)
+        loss.backward()  # forward then backward: the records are reused
+        alone[name] = [t.grad for t in leaves]
+    leaves_a, loss_a = forward(scene_a)
+    leaves_b, loss_b = forward(scene_b)  # b's pack replaces a's records on this thread
+    loss_b.backward()
+    loss_a.backward()  # a's records are gone: packed again
+    for got, want in ((leaves_a, alone["a"]), (leaves_b, alone["b"])):
+        for t, g in zip(got, want):
+            assert torch.equal(t.grad, g)
+    assert any((x - y).abs().max() > 0 for x, y in zip(alone["a"], alone["b"]))
+
+
 def test_non_finite_pixel_gradient_stays_with_the_gaussians_that_cover_it():
     """A NaN upstream gradient at one pixel reaches only the Gaussians composited there, as in
     the reference: SIMD lanes next to a span must not pick it up."""

@@ -155,12 +155,40 @@ struct Packed {
   T* rec = nullptr;
 };
 
+// What a thread's record buffer holds: the pack with this number (numbers are unique across
+// threads), of these inputs. A backward pass run on the thread that ran its forward pass, with
+// no other pack in between (autograd's usual order: forward, loss, backward), reads the
+// forward's records instead of packing them again; any other order packs again.
+struct PackTag {
+  uint64_t number = 0;
+  int64_t n = -1;
+  int channels = 0;
+  const void* inputs[5] = {};
+  void* rec = nullptr;
+};
+
+inline uint64_t next_pack_number() {
+  static std::atomic<uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+// Packs the records into the calling thread's buffer, or, when `reuse` names the pack that
+// buffer still holds (same inputs), keeps them. Returns the number of the pack pk now reads.
 template <typename T>
-void pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities, const T* feats,
-              const T* extents, int channels, int n_threads, Packed<T>& pk) {
+uint64_t pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities,
+                  const T* feats, const T* extents, int channels, int n_threads, Packed<T>& pk,
+                  uint64_t reuse = 0) {
+  thread_local HugeBuffer store;  // one per calling thread, kept between calls
+  thread_local PackTag tag;
+  const void* inputs[5] = {means2d, conics, opacities, feats, extents};
+  if (reuse != 0 && tag.number == reuse && tag.n == n && tag.channels == channels &&
+      std::equal(inputs, inputs + 5, tag.inputs)) {
+    pk.rec = static_cast<T*>(tag.rec);
+    return reuse;
+  }
   const int stride = rec_stride<T>(channels);
   const size_t bytes = (size_t(std::max<int64_t>(1, n)) * stride * sizeof(T) + 63) / 64 * 64;
-  thread_local HugeBuffer store;  // one per calling thread, kept between calls
+  tag.number = 0;  // the buffer is being overwritten
   pk.rec = static_cast<T*>(store.get(bytes));
   hc_par::parallel_for(n, n_threads, 4096, [&](int, int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
@@ -171,6 +199,12 @@ void pack_all(int64_t n, const T* means2d, const T* conics, const T* opacities, 
       pack_span_record(span, &pk.rec[g * stride]);
     }
   });
+  tag.number = next_pack_number();
+  tag.n = n;
+  tag.channels = channels;
+  std::copy(inputs, inputs + 5, tag.inputs);
+  tag.rec = pk.rec;
+  return tag.number;
 }
 
 // Gaussians ahead in a tile's list whose records are prefetched.
@@ -204,7 +238,14 @@ struct LaneRows {
   hc_simd::i8 a, b;
 };
 
-inline LaneRows lane_rows(int r, float cx, float cy, float slope, float q, float w, int row_width) {
+// The same rows' intervals before rounding: lo clamped to [0, row_width] (NaN -> 0), hi to
+// [-1, row_width - 1]; the pixels are ceil(lo) .. floor(hi).
+struct LaneSpan {
+  hc_simd::f8 rad, lo, hi;
+};
+
+inline LaneSpan lane_span(int r, float cx, float cy, float slope, float q, float w,
+                          int row_width) {
   using namespace hc_simd;
   const f8 zero = splat<f8>(0.0f), last = splat<f8>(float(row_width - 1));
   const f8 end = splat<f8>(float(row_width)), minus1 = splat<f8>(-1.0f);
@@ -218,10 +259,17 @@ inline LaneRows lane_rows(int r, float cx, float cy, float slope, float q, float
   lo = lo < end ? lo : end;
   hi = hi < last ? hi : last;
   hi = hi > -1.0f ? hi : minus1;
+  return {rad, lo, hi};
+}
+
+inline LaneRows lane_rows(int r, float cx, float cy, float slope, float q, float w, int row_width) {
+  using namespace hc_simd;
+  const LaneSpan s = lane_span(r, cx, cy, slope, q, w, row_width);
+  const f8 lo = s.lo, hi = s.hi;
   i8 a = __builtin_convertvector(lo, i8), b = __builtin_convertvector(hi, i8);
   a -= lo > __builtin_convertvector(a, f8);  // ceil (masks are -1 where true)
   b += hi < __builtin_convertvector(b, f8);  // floor
-  return {rad, a, b};
+  return {s.rad, a, b};
 }
 
 // row_interval for the tile rows [r0, r1] of one Gaussian at once, kLanes rows per step in float
@@ -275,6 +323,7 @@ using hc_simd::kLanes;
 // N = 2, their statements interleaved): ~10% faster than one per step on Zen 4 (16 lanes),
 // as the two windows' exp chains overlap.
 constexpr bool kPairWindows = true;
+constexpr bool kQuadWindows = true;
 
 inline int row_stride_for(int tile) {
   return std::max(kLanes, (tile + kLanes - 1) / kLanes * kLanes);
@@ -343,6 +392,20 @@ inline bool row_window_bits(const T* p, int x0, int y0, int r0, int r1, int rows
   constexpr int lane_shift = hc_simd::kLaneShift;
   const float cx = float(cxd), cy = float(cyd), slope = float(p[7]), q = float(p[8]),
               w = float(p[9]);
+#if defined(__AVX512F__)
+  if (shift == 0 && rows <= kLanes) {
+    // One window per tile row (16 lanes, 16 px tiles): row r's bit is set where its interval
+    // holds a pixel, ceil(lo) <= floor(hi), the same test as below without the conversions to
+    // int and the per-lane window ranges (a third of the instructions).
+    const LaneSpan sp = lane_span(0, cx, cy, slope, q, w, row_width);
+    const __m512 a = _mm512_roundscale_ps((__m512)sp.lo, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    const __m512 b = _mm512_roundscale_ps((__m512)sp.hi, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const uint32_t ok = _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ) &
+                        _mm512_cmp_ps_mask((__m512)sp.rad, _mm512_setzero_ps(), _CMP_GE_OQ);
+    bits = ok & ((uint32_t(2) << (r1 - y0)) - (uint32_t(1) << (r0 - y0)));
+    return true;
+  }
+#endif
   const i8 lo_row = splat<i8>(r0 - y0), hi_row = splat<i8>(r1 - y0);
   u8 acc = splat<u8>(0u);
   for (int r = 0; r < rows; r += kLanes) {
@@ -408,8 +471,15 @@ inline void window_alpha_n(const T* p, const int* xs, const T* dy, V* dx, V* gau
                            V* alpha, hc_simd::i8* counts) {
   using hc_simd::splat;
   V power[N], low[N];
-  for (int j = 0; j < N; ++j) dx[j] = (hc_simd::iota<T>() + T(xs[j])) - p[0];
-  for (int j = 0; j < N; ++j) power[j] = hc_gauss::gauss_power(p[2], p[3], p[4], dx[j], dy[j]);
+  // hc_gauss::gauss_power as a quadratic in dx with the row's terms folded into scalars:
+  // -a/2 dx^2 - b dy dx - c/2 dy^2, two FMAs per window (rounds within an ulp of the reference's
+  // order).
+  const T half_a = T(-0.5) * p[2];
+  for (int j = 0; j < N; ++j) dx[j] = hc_simd::iota<T>() + (T(xs[j]) - p[0]);
+  for (int j = 0; j < N; ++j) {
+    const T lin = -p[3] * dy[j], con = T(-0.5) * p[4] * dy[j] * dy[j];
+    power[j] = (half_a * dx[j] + lin) * dx[j] + con;
+  }
   for (int j = 0; j < N; ++j) low[j] = power[j] >= T(-87) ? power[j] : splat<V>(T(-87));
   for (int j = 0; j < N; ++j) low[j] = low[j] <= T(0) ? low[j] : splat<V>(T(0));
   hc_simd::exp_lanes_n<N>(low, gauss);
@@ -467,11 +537,11 @@ template <typename T, int CT>
 void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conics,
                    const T* opacities, const T* feats, const T* extents, int channels, int width,
                    int height, int tile, int n_threads, T* out, T* final_t, int32_t* last,
-                   uint32_t* masks) {
+                   uint32_t* masks, int64_t* pack_number) {
   const int C = CT > 0 ? CT : channels;
   const int stride = rec_stride<T>(C);
   Packed<T> pk;
-  pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
+  *pack_number = int64_t(pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk));
   const int tiles_x = (width + tile - 1) / tile;
   const int64_t n_tiles = bins.n_tiles;
   const WindowGrid grid(tile);
@@ -544,6 +614,9 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
               if (done_all[j]) live[wd] &= ~(uint64_t(1) << b[j]);
           };
           uint64_t m = cand[wd];
+          if (kQuadWindows)
+            while (__builtin_popcountll(m) >= 4) step(std::integral_constant<int, 4>{}, m);
+          if (__builtin_popcountll(m) == 3) step(std::integral_constant<int, 3>{}, m);
           if (kPairWindows)
             while (m & (m - 1)) step(std::integral_constant<int, 2>{}, m);
           if (m) step(std::integral_constant<int, 1>{}, m);
@@ -564,11 +637,16 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
   });
 }
 
+// Lane accumulators of the backward's per-entry moments (backward_windows, finish_moments), in
+// the first six of the entry's 6 + C gradient slots.
+constexpr int kMomQ = 0, kMomQx = 1, kMomQxx = 2, kMomQy = 3, kMomQxy = 4, kMomQyy = 5;
+
 // N backward windows of Gaussian k (its record p; N = 1 or 2, distinct windows), statement by
 // statement across the windows as in window_alpha_n: undoes its compositing step at each pixel
-// that used it and accumulates its gradients into the lane sums g (6 + C vectors: mean x, y,
-// conic a, b, c, opacity, features), window 0's contribution first, then window 1's (the same
-// sums, in the same order, as one window at a time). l[j] is window j's first pixel.
+// that used it and accumulates into the lane sums g (6 + C vectors: the six moments kMom*,
+// which finish_moments turns into the mean, conic and opacity gradients once per entry, then
+// the features), window 0's contribution first, then window 1's ... (the same sums, in the
+// same order, as one window at a time). l[j] is window j's first pixel.
 template <typename T, int CT, int N, typename V = typename hc_simd::Vec<T>::type>
 inline void backward_windows(const T* p, int C, const int* xs, const T* dy, const int64_t* l,
                              int32_t k32, T* trans, const int32_t* last_l, const T* g_t,
@@ -592,24 +670,56 @@ inline void backward_windows(const T* p, int C, const int* xs, const T* dy, cons
     weight[j] = use[j] ? alpha[j] * t_before[j] : splat<V>(T(0));
     g_alpha[j] = load<V>(g_t + l[j]) * inv[j];
   }
+  // dL/dalpha_i = sum_c g_c (f_c T_before - behind_c / (1 - alpha)) with behind_c the colour
+  // composited behind this Gaussian; the tile keeps only behind = sum_c g_c behind_c per pixel
+  // (g_c, the pixel's output gradient, is fixed), which each step raises by weight * gf,
+  // gf = sum_c g_c f_c.
+  V gf[N];
+  for (int j = 0; j < N; ++j) gf[j] = splat<V>(T(0));
   const int channels = CT > 0 ? CT : C;
   for (int c = 0; c < channels; ++c) {
     const T f = p[kHeader + c];
     for (int j = 0; j < N; ++j) {
-      T* bh = behind + c * plane + l[j];
       const V go = load<V>(g_pix + c * plane + l[j]);
-      const V bh_v = load<V>(bh);
-      g_alpha[j] += go * (f * t_before[j] - bh_v * inv[j]);
+      gf[j] += go * f;
       g[6 + c] += use[j] ? go * weight[j] : splat<V>(T(0));  // a NaN gradient elsewhere stays
-      store(bh, bh_v + f * weight[j]);  // exact: adds +0 where unused
     }
   }
   for (int j = 0; j < N; ++j) {
-    const V ga = grad_on[j] ? g_alpha[j] : splat<V>(T(0));
-    hc_gauss::alpha_backward_add(p[2], p[3], p[4], p[5], dx[j], dy[j], gauss[j], ga, g, g + 2,
-                                 g + 5);
+    const V bh_v = load<V>(behind + l[j]);
+    g_alpha[j] += gf[j] * t_before[j] - bh_v * inv[j];
+    store(behind + l[j], bh_v + weight[j] * gf[j]);  // + 0 where unused (NaN only where gf is)
+  }
+  for (int j = 0; j < N; ++j) {
+    // d alpha / d power = opacity * gauss: the per-pixel factor without the opacity (a
+    // constant of the entry, applied once in finish_moments), and its moments in dx and dy.
+    const V q = gauss[j] * (grad_on[j] ? g_alpha[j] : splat<V>(T(0)));
+    const V qx = dx[j] * q;
+    g[kMomQ] += q;
+    g[kMomQx] += qx;
+    g[kMomQxx] += dx[j] * qx;
+    g[kMomQy] += dy[j] * q;
+    g[kMomQxy] += dy[j] * qx;
+    g[kMomQyy] += (dy[j] * dy[j]) * q;
     store(trans + l[j], use[j] ? t_before[j] : tr_v[j]);
   }
+}
+
+// The backward's per-entry lane sums of the moments (kMom*: sum q, q dx, q dx^2, q dy, q dx dy,
+// q dy^2 with q = gauss * dL/dalpha) turned in place into the entry's gradients: mean x, y,
+// conic a, b, c, opacity (hc_gauss::alpha_backward_add, with d power / d conic = -dx^2 / 2,
+// -dx dy, -dy^2 / 2, d power / d mean = (a dx + b dy, b dx + c dy), summed over pixels first).
+template <typename T>
+inline void finish_moments(const T* p, T* v) {
+  const T q = v[kMomQ], o = p[5];
+  const T sx = o * v[kMomQx], sxx = o * v[kMomQxx], sy = o * v[kMomQy], sxy = o * v[kMomQxy],
+          syy = o * v[kMomQyy];
+  v[0] = p[2] * sx + p[3] * sy;
+  v[1] = p[3] * sx + p[4] * sy;
+  v[2] = T(-0.5) * sxx;
+  v[3] = -sxy;
+  v[4] = T(-0.5) * syy;
+  v[5] = q;
 }
 
 template <typename T, int CT>
@@ -619,12 +729,13 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
                     const T* means2d, const T* conics, const T* opacities, const T* feats,
                     const T* extents, int channels, int width, int height, int tile,
                     int n_threads, const T* final_t, const int32_t* last, const T* g_out,
-                    const T* g_alpha_out, const uint32_t* masks, T* g_means2d, T* g_conics,
-                    T* g_opacities, T* g_feats) {
+                    const T* g_alpha_out, const uint32_t* masks, int64_t pack_number,
+                    T* g_means2d, T* g_conics, T* g_opacities, T* g_feats) {
   const int C = CT > 0 ? CT : channels;
   const int stride = rec_stride<T>(C);
   Packed<T> pk;
-  pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk);
+  pack_all(n, means2d, conics, opacities, feats, extents, C, n_threads, pk,
+           uint64_t(pack_number));
   // Gradient record: 2 mean, 3 conic, 1 opacity, C features, one per tile-list entry (a
   // Gaussian's share of one tile), written by the worker that ran the tile at the entry's
   // place in the tile lists, with a flag saying whether it was written (entries behind every
@@ -646,7 +757,7 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
   std::atomic<int64_t> next_tile{0};
   hc_par::run_workers(n_threads, [&](int) {
     // Zero-initialised: lanes past a partial tile's row width are read (and masked) only.
-    std::vector<T> trans(area), behind(area * C), g_pix(area * C), g_t(area);
+    std::vector<T> trans(area), behind(area), g_pix(area * C), g_t(area);
     using V = typename hc_simd::Vec<T>::type;
     V local[6 + kMaxChannels];
     std::vector<int32_t> last_l(area);
@@ -732,11 +843,15 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
                                        g_t.data(), behind.data(), g_pix.data(), area, local);
           };
           uint64_t m = cand[wd];
+          if (kQuadWindows)
+            while (__builtin_popcountll(m) >= 4) step(std::integral_constant<int, 4>{}, m);
+          if (__builtin_popcountll(m) == 3) step(std::integral_constant<int, 3>{}, m);
           if (kPairWindows)
             while (m & (m - 1)) step(std::integral_constant<int, 2>{}, m);
           if (m) step(std::integral_constant<int, 1>{}, m);
         }
         hc_simd::hsum_many(local, gstride, &entry_grads[(begin + k) * gstride]);
+        finish_moments(p, &entry_grads[(begin + k) * gstride]);
       }
     }
   });
@@ -803,14 +918,15 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
   AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "gauss_raster_forward", [&] {
     // The backward pass reuses the tile lists instead of binning again: binning writes them
     // straight into the returned tensors. offsets carries the tile offsets (tiles + 1), then
-    // Bins::first (N + 1), Bins::order (N) and Bins::pos (entries); ids the tile ids (entries),
-    // then the masks.
+    // Bins::first (N + 1), Bins::order (N), Bins::pos (entries) and the number of the records'
+    // pack (pack_all: the backward reuses them where it can); ids the tile ids (entries), then
+    // the masks.
     const int64_t n_g = means2d.size(0);
     Bins bins = bin_gaussians(
         means2d.data_ptr<scalar_t>(), extents.data_ptr<scalar_t>(),
         depths.data_ptr<scalar_t>(), n_g, int(width), int(height), int(tile), int(n_threads),
         [&](int64_t entries, Bins& b) {
-          offsets = torch::empty({b.n_tiles + 1 + n_g + 1 + n_g + entries}, torch::kInt64);
+          offsets = torch::empty({b.n_tiles + 1 + n_g + 1 + n_g + entries + 1}, torch::kInt64);
           ids = torch::empty({entries * (keep_masks ? 2 : 1)}, torch::kInt32);
           b.offsets = offsets.data_ptr<int64_t>();
           b.first = b.offsets + b.n_tiles + 1;
@@ -825,7 +941,8 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
                          int(width), int(height), int(tile),
                          int(n_threads),
                          out.data_ptr<scalar_t>(), final_t.data_ptr<scalar_t>(),
-                         last.data_ptr<int32_t>(), masks);
+                         last.data_ptr<int32_t>(), masks,
+                         bins.pos + bins.entries);
   });
   return {out, final_t, last, offsets, ids};
 }
@@ -846,7 +963,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   const int64_t n_tiles = ((width + tile - 1) / tile) * ((height + tile - 1) / tile);
   const int64_t n = means2d.size(0);
   TORCH_CHECK(offsets.numel() >= n_tiles + 1 &&
-                  offsets.numel() == n_tiles + 1 + n + 1 + n + offsets[n_tiles].item<int64_t>(),
+                  offsets.numel() == n_tiles + 1 + n + 1 + n + offsets[n_tiles].item<int64_t>() + 1,
               "gauss_raster: tile lists do not match the image size and Gaussian count");
   const int64_t n_entries = offsets[n_tiles].item<int64_t>();
   const bool has_masks = small_grid(WindowGrid(int(tile)), int(tile));
@@ -871,6 +988,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
                          extents.data_ptr<scalar_t>(), C, int(width), int(height), int(tile),
                          threads, final_t.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
                          grad_out.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(), masks,
+                         off[n_tiles + 1 + n + 1 + n + n_entries],
                          g_means2d.data_ptr<scalar_t>(), g_conics.data_ptr<scalar_t>(),
                          g_opacities.data_ptr<scalar_t>(), g_feats.data_ptr<scalar_t>());
   });
