@@ -319,9 +319,10 @@ inline void row_intervals(const T* p, int x0, int y0, int r0, int r1, int row_wi
 // Gaussian in the backward), and only the set bits are visited: no per-row control, no
 // per-span branches, one loop over set bits per Gaussian and tile.
 using hc_simd::kLanes;
-// Windows of one Gaussian are composited two per step (forward_windows / backward_windows with
-// N = 2, their statements interleaved): ~10% faster than one per step on Zen 4 (16 lanes),
-// as the two windows' exp chains overlap.
+// Windows of one Gaussian are composited four per step (forward_windows / backward_windows
+// with N = 4, their statements interleaved; then 3, 2 or 1 for the rest): the windows' exp
+// chains overlap. On Zen 4 (16 lanes) two per step were ~10% faster than one, four another
+// ~10-15% faster than two; eight were slower than four (registers spill).
 constexpr bool kPairWindows = true;
 constexpr bool kQuadWindows = true;
 
@@ -590,8 +591,8 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
         const int32_t used_mark = int32_t(k + 1);
         bool any_live = false;
         for (int wd = 0; wd < grid.words; ++wd) {
-          // Two windows per step (forward_windows), the last one of an odd count alone: two
-          // loops, so that the pair step keeps its two windows' statements interleaved.
+          // Four windows per step (forward_windows), then three, two or one for the rest:
+          // separate loops, so that each step keeps its windows' statements interleaved.
           const auto step = [&](auto n_tag, uint64_t& m) {
             constexpr int N = decltype(n_tag)::value;
             int b[N], xs[N];
@@ -823,8 +824,7 @@ void backward_tiles(const int64_t* offsets, const int32_t* ids, int64_t n_tiles,
         std::fill(local, local + gstride, V{});
         const int32_t k32 = int32_t(k);  // 32-bit compare keeps the loop vectorisable
         for (int wd = 0; wd < grid.words; ++wd) {
-          // Two windows per step (backward_windows), the last one of an odd count alone (two
-          // loops, as in forward_tiles).
+          // Four windows per step (backward_windows), then the rest, as in forward_tiles.
           const auto step = [&](auto n_tag, uint64_t& m) {
             constexpr int N = decltype(n_tag)::value;
             int xs[N];
