@@ -7,7 +7,7 @@
 
 `--against COMMIT` builds the CPU kernel's sources as they were at COMMIT (avatar/csrc/
 gauss_raster/ and core/csrc/hc_parallel.h, read with `git show`) as a second extension under
-its own name, loads both into one process and times forward + backward of 100k Gaussians at
+its own name (with the AVX-512 flags only where that commit's loader added them), loads both into one process and times forward + backward of 100k Gaussians at
 512 px (SH 3, fp32) with old and new interleaved, twice: the whole chain as rasterize_gaussians
 runs it (projection + compositing through autograd) and the compositing kernel alone
 (rasterize_forward + rasterize_backward on the same projected inputs). Per round, part and
@@ -129,7 +129,7 @@ def write_figure(path: Path) -> None:
 def _kernel_at(commit: str):
     """The CPU kernel built from its sources at `commit` (cached like any headcap kernel, under
     the name gauss_raster_at_<commit>)."""
-    from headcap.avatar.gaussians.cpu import load_cpu_kernel
+    from headcap.avatar.gaussians.cpu import avx512_flags, load_cpu_kernel
     from headcap.core.extension import load_extension
 
     folders = ["avatar/csrc/gauss_raster", "core/csrc"]
@@ -148,8 +148,13 @@ def _kernel_at(commit: str):
     sources = sorted(tmp / f for f in files if f.endswith(".cpp"))
     headers = tuple(sorted(tmp / f for f in files if f.endswith(".h")))
     include = [f"-I{tmp / d}" for d in folders]
-    name = f"gauss_raster_at_{commit[:12]}"
-    old = load_extension(name, sources, extra_cflags=tuple(include), headers=headers, simd=True)
+    # Built with the flags that commit's loader used: the AVX-512 ones (16-lane windows) only
+    # from the commit that introduced them on (956961e predates them: its 8-lane AVX2 build).
+    loader = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:avatar/gaussians/cpu.py"],
+                            capture_output=True, text=True).stdout
+    flags = tuple(avx512_flags()) if "def avx512_flags" in loader else ()
+    name = f"gauss_raster_at_{commit[:12]}" + ("_avx512" if flags else "")
+    old = load_extension(name, sources, extra_cflags=(*include, *flags), headers=headers, simd=True)
     return old, load_cpu_kernel()
 
 
