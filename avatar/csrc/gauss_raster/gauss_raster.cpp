@@ -491,7 +491,7 @@ inline void window_alpha_n(const T* p, const int* xs, const T* dy, V* dx, V* gau
     counts[j] = hc_simd::to_int_mask((power[j] <= T(0)) & (alpha[j] >= hc_gauss::min_alpha<T>()));
 }
 
-// N forward windows of one Gaussian (N = 1 or 2, distinct windows): same arithmetic as the
+// N forward windows of one Gaussian (N = 1 to 4, distinct windows): same arithmetic as the
 // per-pixel loop in reference.py, written with selects; a pixel whose transmittance would drop
 // to 1e-4 is done and ignores the rest. l[j] is window j's first pixel in the tile buffers;
 // done_all[j] says whether every pixel of window j is done afterwards.
@@ -642,7 +642,7 @@ void forward_tiles(const Bins& bins, int64_t n, const T* means2d, const T* conic
 // the first six of the entry's 6 + C gradient slots.
 constexpr int kMomQ = 0, kMomQx = 1, kMomQxx = 2, kMomQy = 3, kMomQxy = 4, kMomQyy = 5;
 
-// N backward windows of Gaussian k (its record p; N = 1 or 2, distinct windows), statement by
+// N backward windows of Gaussian k (its record p; N = 1 to 4, distinct windows), statement by
 // statement across the windows as in window_alpha_n: undoes its compositing step at each pixel
 // that used it and accumulates into the lane sums g (6 + C vectors: the six moments kMom*,
 // which finish_moments turns into the mean, conic and opacity gradients once per entry, then
