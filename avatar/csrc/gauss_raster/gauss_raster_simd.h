@@ -6,8 +6,8 @@
 // an AVX512 CPU: one 16-pixel tile row per window, ~1.3x faster than two 8-lane windows on
 // Zen 4, where a 512-bit op costs two 256-bit ones but one instruction), 8 where AVX is
 // (headcap.core.extension adds -mavx2 -mfma for an AVX2 CPU), else 4 (SSE2, NEON). Every lane
-// computes what hc_gauss's scalar functions compute, in the same order (FMA contraction aside,
-// which moves results by an ulp).
+// computes what hc_gauss's scalar functions compute to within ~1 ulp (FMA contraction, and the
+// shorter float exp of exp_lanes_n).
 #pragma once
 
 #include <cmath>
@@ -79,15 +79,6 @@ inline V iota() {
 }
 inline i8 iota_int() { return iota<int32_t, i8>(); }
 
-// hc_gauss::fast_expf on every lane.
-inline f8 exp_lanes(f8 x) {
-  f8 n;
-  const f8 poly = hc_gauss::expf_core(x, n);
-  const i8 bits = (__builtin_convertvector(n, i8) + 127) << 23;
-  f8 scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return poly * scale;
-}
 // double: libm's exp per lane, as hc_gauss::hc_exp(double).
 inline d8 exp_lanes(d8 x) {
   d8 out;
@@ -95,7 +86,7 @@ inline d8 exp_lanes(d8 x) {
   return out;
 }
 
-// exp_lanes on N vectors at once, step by step across them (independent chains side by side).
+// exp on N float vectors at once, step by step across them (independent chains side by side).
 template <int N>
 inline void exp_lanes_n(const f8* x, f8* out) {
   // hc_gauss::expf_core's polynomial with two instructions fewer, within ~1 ulp of it on the
